@@ -1,0 +1,1 @@
+"""Things that write: model access behind one seam, the generator, the hint-giver."""

@@ -1,0 +1,1 @@
+"""Things that judge: verifiers, answer extraction, the sandbox, the critic."""

@@ -1,0 +1,1 @@
+"""Distillation of verified trajectories into LoRA adapters, the gate and the registry."""

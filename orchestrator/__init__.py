@@ -1,0 +1,1 @@
+"""Composition: configuration, task suites, the LangGraph loop, runs and cycles."""
