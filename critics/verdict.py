@@ -1,24 +1,16 @@
-"""The verdict value and the verifier protocol."""
+"""The verdict value and the verifier protocol.
+
+``Verdict`` is defined with the other records in ``memory.records`` (attempts store
+it) and re-exported here, where judges use it.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from memory.records import Verdict, VerifierSpec
 
-from memory.records import VerifierSpec
-
-
-class Verdict(BaseModel):
-    """The result of checking one answer. ``score`` is 0..1 and doubles as a reward."""
-
-    model_config = ConfigDict(frozen=True)
-
-    passed: bool
-    score: float = Field(ge=0.0, le=1.0)
-    feedback: str = ""
-    """Plain text for the critic and hint-giver (e.g. failing test output)."""
-    details: dict[str, Any] = Field(default_factory=dict)
+__all__ = ["Verdict", "Verifier"]
 
 
 class Verifier(Protocol):

@@ -1,13 +1,19 @@
-"""Records that outlive a process: tasks (and, later, attempts and trajectories).
+"""Records that outlive a process: tasks, verdicts, attempts, trajectories, runs.
 
 Pure pydantic; imports nothing else from selftaught, so every layer may use it.
+Stored records carry ``schema_version``; bump it (and teach the store to read the
+old shape) whenever a stored field changes meaning or goes away.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
 
 
 class VerifierSpec(BaseModel):
@@ -50,3 +56,114 @@ class Task(BaseModel):
     answer_format: str = "short"
     """``short`` (a final-answer line) or ``code`` (a fenced python block)."""
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Verdict(BaseModel):
+    """The result of checking one answer. ``score`` is 0..1 and doubles as a reward."""
+
+    model_config = ConfigDict(frozen=True)
+
+    passed: bool
+    score: float = Field(ge=0.0, le=1.0)
+    feedback: str = ""
+    """Plain text for the critic and hint-giver (e.g. failing test output)."""
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+HintSource = Literal["model", "verifier", "person"]
+HintPolicy = Literal["none", "critique", "feedback", "reference"]
+
+
+class Hint(BaseModel):
+    """Advice given to the generator before its next attempt, with its provenance."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text: str
+    source: HintSource
+    author: str
+    """Who wrote it: a model id, a verifier type, or a person's name."""
+    policy: HintPolicy | Literal["session"]
+    used_privileged: bool = False
+    """True when the hint-giver saw the reference answer or tests (never at evaluation)."""
+
+
+class Attempt(BaseModel):
+    """One generation and everything that followed it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=1)
+    messages: list[dict[str, str]]
+    """The exact chat messages the generator saw."""
+    reply: str
+    """The raw reply, kept beside the extracted answer."""
+    answer: str
+    verdict: Verdict
+    model: str
+    adapter: str | None = None
+    temperature: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    resamples: int = 0
+    """How many replies were thrown away for repeating an answer that already failed."""
+    error: str | None = None
+    """Set when the provider failed after retries; the attempt then counts as failed."""
+    critique: str | None = None
+    critique_model: str | None = None
+    hint: Hint | None = None
+
+
+Outcome = Literal["solved", "unsolved"]
+
+
+class Trajectory(BaseModel):
+    """A task, the lessons retrieved for it, every attempt, and the outcome."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    run_id: str
+    task: Task
+    lessons: list[str] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    outcome: Outcome
+    hint_policy: HintPolicy
+    generator_model: str
+    critic_model: str
+    hint_model: str
+    adapter: str | None = None
+    stop_reason: str
+    """Why the loop ended: ``verified``, ``max_attempts``, ``max_tokens`` or ``max_seconds``."""
+    tokens: int = 0
+    seconds: float = 0.0
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def solved_at(self) -> int | None:
+        """1-based index of the verified attempt, or None."""
+        for attempt in self.attempts:
+            if attempt.verdict.passed:
+                return attempt.index
+        return None
+
+
+RunStatus = Literal["running", "finished", "interrupted"]
+
+
+class RunRecord(BaseModel):
+    """One ``selftaught run``: what was asked, with which settings, and how far it got."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    tasks_spec: str
+    settings: dict[str, Any]
+    """The effective loop settings (models, caps, hint policy) so a resume reuses them."""
+    total: int
+    status: RunStatus = "running"
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

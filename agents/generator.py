@@ -1,0 +1,82 @@
+"""The generator: one attempt at a task, resampling answers that already failed.
+
+Models often ignore feedback and repeat themselves (Feedback Friction), so a reply
+whose answer equals one that already failed is thrown away and sampled again, hotter,
+up to ``max_resamples`` times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from pydantic import BaseModel
+
+from agents.model import ChatModel, GenerationParams, Message
+
+RESAMPLE_MIN_TEMPERATURE = 0.7
+"""Greedy decoding would repeat the same reply; resamples use at least this."""
+
+
+class Draft(BaseModel):
+    """A generated reply not yet verified."""
+
+    messages: list[Message]
+    reply: str
+    answer: str
+    model: str
+    adapter: str | None = None
+    temperature: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    resamples: int = 0
+    error: str | None = None
+    """Set (with an empty reply) when the provider failed after its retries."""
+
+
+async def generate_attempt(
+    model: ChatModel,
+    messages: list[Message],
+    params: GenerationParams,
+    *,
+    extract: Callable[[str], str],
+    failed_answers: Collection[str] = (),
+    max_resamples: int = 0,
+) -> Draft:
+    """Generate until the extracted answer is new (or resamples run out).
+
+    Token and latency figures add up every sample, the discarded ones included.
+    Raises ``ModelError`` from the seam unchanged.
+    """
+    seen = {normalize_answer(a) for a in failed_answers}
+    prompt_tokens = completion_tokens = 0
+    latency = 0.0
+    resamples = 0
+    while True:
+        completion = await model.complete(messages, params)
+        prompt_tokens += completion.usage.prompt_tokens
+        completion_tokens += completion.usage.completion_tokens
+        latency += completion.usage.latency_s
+        answer = extract(completion.text)
+        if normalize_answer(answer) not in seen or resamples >= max_resamples:
+            break
+        resamples += 1
+        hotter = max(params.temperature + 0.2, RESAMPLE_MIN_TEMPERATURE)
+        params = params.model_copy(update={"temperature": min(hotter, 2.0), "seed": None})
+    return Draft(
+        messages=messages,
+        reply=completion.text,
+        answer=answer,
+        model=completion.model,
+        adapter=params.adapter,
+        temperature=params.temperature,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        latency_s=latency,
+        resamples=resamples,
+    )
+
+
+def normalize_answer(answer: str) -> str:
+    """Case- and whitespace-insensitive form used to spot repeated answers."""
+    return " ".join(answer.split()).strip().rstrip(".").lower()

@@ -1,0 +1,34 @@
+"""The hint-giver: turns a critique (and, by policy, privileged material) into a hint."""
+
+from __future__ import annotations
+
+from agents.model import ChatModel, GenerationParams, Usage
+from agents.prompts import hint_messages
+from memory.records import Attempt, Hint, HintPolicy, Task
+
+HINT_PARAMS = GenerationParams(temperature=0.0, max_tokens=96)
+
+
+async def give_hint(
+    model: ChatModel,
+    task: Task,
+    attempt: Attempt,
+    critique: str | None,
+    policy: HintPolicy,
+) -> tuple[Hint, Usage]:
+    """Ask ``model`` for one hint about the failed ``attempt``.
+
+    Policy ``none`` makes no call and returns an empty hint written by the verifier
+    (the retry turn then says only that the answer was wrong).
+    """
+    if policy == "none":
+        return Hint(text="", source="verifier", author=task.verifier.type, policy=policy), Usage()
+    completion = await model.complete(hint_messages(task, attempt, critique, policy), HINT_PARAMS)
+    hint = Hint(
+        text=completion.text.strip(),
+        source="model",
+        author=model.model_id,
+        policy=policy,
+        used_privileged=policy == "reference",
+    )
+    return hint, completion.usage

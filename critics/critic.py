@@ -1,0 +1,23 @@
+"""The critic: explains in plain language what is wrong with a failed attempt.
+
+A critique is a claim to check, not a fact (critics hallucinate bugs), which is why it
+goes to the hint-giver as one input among others rather than straight to the generator.
+"""
+
+from __future__ import annotations
+
+from agents.model import ChatModel, GenerationParams, Usage
+from agents.prompts import critic_messages
+from memory.records import Attempt, Task
+
+CRITIC_PARAMS = GenerationParams(temperature=0.0, max_tokens=96)
+
+
+async def critique(
+    model: ChatModel, task: Task, attempt: Attempt, *, with_feedback: bool
+) -> tuple[str, Usage]:
+    """Return the critique text and the call's usage."""
+    completion = await model.complete(
+        critic_messages(task, attempt, with_feedback=with_feedback), CRITIC_PARAMS
+    )
+    return completion.text.strip(), completion.usage

@@ -1,0 +1,143 @@
+"""Configuration: pydantic models loaded from ``selftaught.toml``, overridden by flags.
+
+Precedence, lowest first: defaults, ``selftaught.toml`` (the working directory's, or
+the file named with ``--config``), ``SELFTAUGHT_HOME`` for the data directory, then
+CLI flags (applied by ``cli.py`` through :func:`with_overrides`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from errors import ConfigError
+
+CONFIG_FILE_NAME = "selftaught.toml"
+DEFAULT_MODEL = "local/smollm2"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelsConfig(_Section):
+    """Which model plays each role. Every id is a litellm id (``local/...`` is embedded)."""
+
+    generator: str = DEFAULT_MODEL
+    """Writes the answers; the model that distillation improves."""
+    critic: str = DEFAULT_MODEL
+    """Explains in plain language what is wrong with a failed answer."""
+    hint: str = DEFAULT_MODEL
+    """Turns the critique (and, when allowed, privileged material) into a hint."""
+    judge: str | None = None
+    """Model for ``llm_judge`` verifiers; None means the critic model."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Seconds before one provider call is abandoned (and retried)."""
+    max_retries: int = Field(3, ge=0, le=10)
+    """Retries on transient provider errors (rate limit, 5xx, timeout), with backoff."""
+
+
+class LoopConfig(_Section):
+    """The refinement loop's budget and behaviour, per task."""
+
+    max_attempts: int = Field(3, ge=1, le=20)
+    """Generations per task, the first included."""
+    max_tokens: int = Field(6000, ge=1)
+    """Cap on tokens (prompt + completion, all roles) spent on one task."""
+    max_seconds: float = Field(600.0, gt=0)
+    """Cap on wall time spent on one task."""
+    hints: Literal["none", "critique", "feedback", "reference"] = "critique"
+    """Hint policy: none (pass/fail only), critique, feedback (+ verifier output),
+    reference (+ privileged reference/tests; for collecting training data only)."""
+    reply_max_tokens: int = Field(256, ge=1)
+    """max_tokens for each generator reply."""
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    """Temperature of the first attempt (0 = greedy)."""
+    temperature_step: float = Field(0.3, ge=0.0, le=2.0)
+    """Added to the temperature on each later attempt; models often ignore feedback
+    when decoding greedily, so later attempts explore more."""
+    max_temperature: float = Field(1.0, ge=0.0, le=2.0)
+    """Upper bound for the raised temperature."""
+    max_resamples: int = Field(2, ge=0, le=10)
+    """Extra samples allowed per attempt when the answer repeats one that already failed."""
+
+
+class RunConfig(_Section):
+    """How runs execute."""
+
+    concurrency: int = Field(8, ge=1, le=1024)
+    """Tasks in flight at once; keeps the local batcher (or a remote server) busy."""
+    memory: bool = True
+    """Retrieve lessons from the vector memory before generating."""
+    adapter: str | None = None
+    """LoRA adapter for the generator: a name in the registry, ``champion`` or None."""
+
+
+class Config(_Section):
+    """The whole configuration; ``selftaught config show`` prints the effective one."""
+
+    home: Path = Path(".selftaught")
+    """Data directory (trajectories, memory, adapters). ``SELFTAUGHT_HOME`` overrides."""
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+
+def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Config:
+    """Load the configuration.
+
+    ``path`` names a file that must exist; without it, ``selftaught.toml`` in ``cwd``
+    is used when present, else the defaults. Raises ``ConfigError`` naming the file and
+    every bad key.
+    """
+    cwd = cwd or Path.cwd()
+    data: dict[str, Any] = {}
+    source = path or cwd / CONFIG_FILE_NAME
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; fix the --config path.")
+    if source.is_file():
+        try:
+            data = tomllib.loads(source.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source} is not valid TOML: {exc}") from None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+    env_home = os.environ.get("SELFTAUGHT_HOME")
+    if env_home:
+        config.home = Path(env_home)
+    return config
+
+
+def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """Return a copy with dotted keys (``"loop.max_attempts"``) set; None values are
+    skipped, so unset CLI flags leave the file's values alone."""
+    data = config.model_dump()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"bad option: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{where}' (see `selftaught config show` for valid keys)")
+        else:
+            parts.append(f"'{where}': {error['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,152 @@
+"""The graph's nodes. Each takes the state and the runtime, returns only what changed.
+
+Models, verifiers and the store arrive through ``runtime.context`` (a
+:class:`~orchestrator.state.LoopContext`), never from module globals.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+from langgraph.runtime import Runtime
+
+from agents.generator import Draft, generate_attempt
+from agents.hint_giver import give_hint
+from agents.model import GenerationParams
+from agents.prompts import generator_messages
+from critics.critic import critique as write_critique
+from critics.extract import extract_answer
+from critics.registry import verify as run_verifier
+from errors import ModelError, SandboxError
+from memory.records import Attempt, Trajectory, Verdict
+from memory.secrets import scrub_secrets
+from orchestrator.routing import stop_reason, temperature_for
+from orchestrator.state import LoopContext, LoopState
+
+Rt = Runtime[LoopContext]
+
+
+async def retrieve(state: LoopState, runtime: Rt) -> dict:
+    ctx, started = runtime.context, time.monotonic()
+    lessons = await ctx.retrieve(state["task"]) if ctx.retrieve else []
+    return {"lessons": lessons, "seconds": _elapsed(state, started)}
+
+
+async def generate(state: LoopState, runtime: Rt) -> dict:
+    ctx, started = runtime.context, time.monotonic()
+    task, attempts = state["task"], state.get("attempts", [])
+    messages = generator_messages(task, state.get("lessons", []), attempts)
+    params = GenerationParams(
+        temperature=temperature_for(len(attempts) + 1, ctx.loop),
+        max_tokens=ctx.loop.reply_max_tokens,
+        adapter=ctx.adapter,
+    )
+    try:
+        draft = await generate_attempt(
+            ctx.generator,
+            messages,
+            params,
+            extract=partial(extract_answer, answer_format=task.answer_format),
+            failed_answers=[a.answer for a in attempts if a.answer],
+            max_resamples=ctx.loop.max_resamples,
+        )
+    except ModelError as exc:
+        # A provider failure after retries is a failed attempt, not the end of the run.
+        draft = Draft(messages=messages, reply="", answer="", model=ctx.generator.model_id,
+                      adapter=ctx.adapter, temperature=params.temperature,
+                      error=scrub_secrets(str(exc)))
+    tokens = state.get("tokens", 0) + draft.prompt_tokens + draft.completion_tokens
+    return {"draft": draft, "tokens": tokens, "seconds": _elapsed(state, started)}
+
+
+async def verify(state: LoopState, runtime: Rt) -> dict:
+    ctx, started = runtime.context, time.monotonic()
+    task, draft = state["task"], state["draft"]
+    if draft.error is not None:
+        verdict = Verdict(passed=False, score=0.0, feedback=f"The model call failed: {draft.error}")
+    else:
+        try:
+            verdict = await run_verifier(draft.answer, task.verifier, judge_model=ctx.judge)
+        except SandboxError as exc:
+            verdict = Verdict(passed=False, score=0.0, feedback=f"Could not run the tests: {exc}")
+    attempts = [*state.get("attempts", []), _attempt(len(state.get("attempts", [])) + 1, draft, verdict)]
+    seconds = _elapsed(state, started)
+    stop = stop_reason(passed=verdict.passed, attempts=len(attempts),
+                       tokens=state.get("tokens", 0), seconds=seconds, loop=ctx.loop)
+    return {"attempts": attempts, "draft": None, "seconds": seconds, "stop_reason": stop}
+
+
+async def critique(state: LoopState, runtime: Rt) -> dict:
+    ctx, started = runtime.context, time.monotonic()
+    *earlier, last = state["attempts"]
+    with_feedback = state["hint_policy"] in ("feedback", "reference")
+    try:
+        text, usage = await write_critique(ctx.critic, state["task"], last, with_feedback=with_feedback)
+    except ModelError as exc:
+        text, usage = None, None
+        last = last.model_copy(update={"error": scrub_secrets(f"critic failed: {exc}")})
+    last = last.model_copy(update={"critique": text, "critique_model": ctx.critic.model_id})
+    return {"attempts": [*earlier, last], "seconds": _elapsed(state, started),
+            "tokens": state.get("tokens", 0) + (usage.total_tokens if usage else 0)}
+
+
+async def hint(state: LoopState, runtime: Rt) -> dict:
+    ctx, started = runtime.context, time.monotonic()
+    *earlier, last = state["attempts"]
+    try:
+        given, usage = await give_hint(ctx.hint_giver, state["task"], last, last.critique,
+                                       state["hint_policy"])
+        tokens = usage.total_tokens
+        last = last.model_copy(update={"hint": given})
+    except ModelError as exc:
+        tokens = 0
+        last = last.model_copy(update={"error": scrub_secrets(f"hint-giver failed: {exc}")})
+    return {"attempts": [*earlier, last], "seconds": _elapsed(state, started),
+            "tokens": state.get("tokens", 0) + tokens}
+
+
+async def record(state: LoopState, runtime: Rt) -> dict:
+    ctx = runtime.context
+    attempts = state.get("attempts", [])
+    solved = any(a.verdict.passed for a in attempts)
+    trajectory = Trajectory(
+        run_id=ctx.run_id,
+        task=state["task"],
+        lessons=state.get("lessons", []),
+        attempts=attempts,
+        outcome="solved" if solved else "unsolved",
+        hint_policy=state["hint_policy"],
+        generator_model=ctx.generator.model_id,
+        critic_model=ctx.critic.model_id,
+        hint_model=ctx.hint_giver.model_id,
+        adapter=ctx.adapter,
+        stop_reason=state.get("stop_reason") or "max_attempts",
+        tokens=state.get("tokens", 0),
+        seconds=state.get("seconds", 0.0),
+    )
+    # Idempotent per (run, task): a resumed task that already recorded is not doubled.
+    ctx.store.add_trajectory(trajectory)
+    return {}
+
+
+def _attempt(index: int, draft: Draft, verdict: Verdict) -> Attempt:
+    return Attempt(
+        index=index,
+        messages=[{**m, "content": scrub_secrets(m["content"])} for m in draft.messages],
+        reply=scrub_secrets(draft.reply),
+        answer=scrub_secrets(draft.answer),
+        verdict=verdict,
+        model=draft.model,
+        adapter=draft.adapter,
+        temperature=draft.temperature,
+        prompt_tokens=draft.prompt_tokens,
+        completion_tokens=draft.completion_tokens,
+        latency_s=draft.latency_s,
+        resamples=draft.resamples,
+        error=draft.error,
+    )
+
+
+def _elapsed(state: LoopState, started: float) -> float:
+    return state.get("seconds", 0.0) + (time.monotonic() - started)

@@ -1,0 +1,194 @@
+"""Runs many tasks through the loop concurrently, durably, and resumably.
+
+Durability: every task is a LangGraph thread checkpointed to SQLite with
+``durability="async"`` (the checkpoint of a step is written while the next step
+runs), so a killed run resumes an unfinished task from its last saved step instead of
+from scratch. The trajectory store is the source of truth for what is finished: a
+task counts as done once its trajectory is stored, and the store refuses a second
+trajectory for the same (run, task), so a resume never loses or doubles one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from agents.generator import Draft
+from agents.litellm_model import make_chat_model
+from agents.model import ChatModel
+from errors import ConfigError
+from memory import records
+from memory.records import RunRecord, Task, Trajectory
+from memory.store import TrajectoryStore
+from orchestrator.config import Config
+from orchestrator.graph import build_graph
+from orchestrator.state import LoopContext, LoopState, Retriever
+
+STEPS_PER_ATTEMPT = 4  # generate, verify, critique, hint
+
+
+class RunSummary(BaseModel):
+    """What ``selftaught run --json`` prints (more keys may be added, none removed)."""
+
+    run_id: str
+    total: int
+    solved: int
+    unsolved: int
+    solved_at: dict[str, int] = Field(default_factory=dict)
+    tokens: int
+    seconds: float
+    errors: list[str] = Field(default_factory=list)
+    """Tasks that crashed (not recorded; a resume retries them)."""
+
+
+OnTrajectory = Callable[[Trajectory], None]
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def run_settings(config: Config) -> dict:
+    """The settings a run is pinned to, so ``--resume`` continues with the same ones."""
+    return config.model_dump(mode="json", include={"models", "loop", "run"})
+
+
+async def execute_run(
+    config: Config,
+    tasks: list[Task],
+    store: TrajectoryStore,
+    run: RunRecord,
+    *,
+    on_trajectory: OnTrajectory | None = None,
+    retrieve: Retriever | None = None,
+    models: RoleModels | None = None,
+) -> RunSummary:
+    """Run every task of ``run`` that has no stored trajectory yet; return the summary
+    over the whole run (earlier, resumed parts included in the counts).
+
+    ``models`` defaults to the configured ones (tests hand in scripted fakes)."""
+    started = time.monotonic()
+    done = store.finished_task_ids(run.run_id)
+    pending = [t for t in tasks if t.id not in done]
+    models = models or build_models(config)
+    context = LoopContext(generator=models.generator, critic=models.critic,
+                          hint_giver=models.hint_giver, judge=models.judge, loop=config.loop,
+                          store=store, run_id=run.run_id, adapter=resolve_adapter(config),
+                          retrieve=retrieve)
+    errors: list[str] = []
+    semaphore = asyncio.Semaphore(config.run.concurrency)
+
+    async with _checkpointer(config.home / "checkpoints.db") as saver:
+        graph = build_graph(saver)
+
+        async def one(task: Task) -> None:
+            async with semaphore:
+                thread = {"configurable": {"thread_id": f"{run.run_id}:{task.id}"},
+                          "recursion_limit": STEPS_PER_ATTEMPT * config.loop.max_attempts + 10}
+                try:
+                    saved = await graph.aget_state(thread)
+                    resume_input = None if saved.next else _initial_state(task, config)
+                    await graph.ainvoke(resume_input, thread, context=context, durability="async")
+                    await saver.adelete_thread(thread["configurable"]["thread_id"])
+                except Exception as exc:  # one task's failure never ends the run
+                    errors.append(f"{task.id}: {type(exc).__name__}: {exc}")
+                    return
+            if on_trajectory is not None:
+                for trajectory in store.trajectories(run_id=run.run_id, task_id=task.id):
+                    on_trajectory(trajectory)
+
+        store.set_run_status(run.run_id, "running")
+        try:
+            await asyncio.gather(*(one(task) for task in pending))
+        except asyncio.CancelledError:
+            store.set_run_status(run.run_id, "interrupted")
+            raise
+    store.set_run_status(run.run_id, "finished" if not errors else "interrupted")
+    return summarize(store, run, seconds=time.monotonic() - started, errors=errors)
+
+
+def summarize(store: TrajectoryStore, run: RunRecord, *, seconds: float, errors: list[str]) -> RunSummary:
+    trajectories = store.trajectories(run_id=run.run_id)
+    solved_at: dict[str, int] = {}
+    for t in trajectories:
+        if t.solved_at is not None:
+            solved_at[str(t.solved_at)] = solved_at.get(str(t.solved_at), 0) + 1
+    solved = sum(solved_at.values())
+    return RunSummary(
+        run_id=run.run_id,
+        total=run.total,
+        solved=solved,
+        unsolved=run.total - solved,
+        solved_at=dict(sorted(solved_at.items(), key=lambda kv: int(kv[0]))),
+        tokens=sum(t.tokens for t in trajectories),
+        seconds=round(seconds, 3),
+        errors=errors,
+    )
+
+
+def _initial_state(task: Task, config: Config) -> LoopState:
+    # Every key is given so a restarted thread never inherits an old attempt list.
+    return LoopState(task=task, hint_policy=config.loop.hints, lessons=[], attempts=[],
+                     draft=None, tokens=0, seconds=0.0, stop_reason=None)
+
+
+@dataclass(frozen=True)
+class RoleModels:
+    """One chat model per role (the same object where roles share a model id)."""
+
+    generator: ChatModel
+    critic: ChatModel
+    hint_giver: ChatModel
+    judge: ChatModel | None = None
+
+
+def build_models(config: Config) -> RoleModels:
+    settings = config.models
+    made: dict[str, ChatModel] = {}
+
+    def make(model_id: str) -> ChatModel:
+        if model_id not in made:
+            made[model_id] = make_chat_model(
+                model_id, timeout_s=settings.timeout_s, max_retries=settings.max_retries)
+        return made[model_id]
+
+    return RoleModels(generator=make(settings.generator), critic=make(settings.critic),
+                      hint_giver=make(settings.hint), judge=make(settings.judge or settings.critic))
+
+
+def resolve_adapter(config: Config) -> str | None:
+    """The generator's adapter directory for ``run.adapter`` (a path today; registry
+    names arrive with distillation)."""
+    name = config.run.adapter
+    if name in (None, "none"):
+        return None
+    path = Path(name)
+    if not path.is_dir():
+        raise ConfigError(f"adapter '{name}' not found: give a PEFT adapter directory, or none.")
+    return str(path.resolve())
+
+
+@asynccontextmanager
+async def _checkpointer(path: Path):
+    import aiosqlite
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Only our own record types may be revived from a checkpoint.
+    serde = JsonPlusSerializer(allowed_msgpack_modules=[
+        records.Task, records.VerifierSpec, records.Privileged, records.Verdict,
+        records.Hint, records.Attempt, Draft,
+    ])
+    async with aiosqlite.connect(path) as conn:
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA busy_timeout=10000")
+        yield AsyncSqliteSaver(conn, serde=serde)

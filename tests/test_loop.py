@@ -1,0 +1,160 @@
+"""The refinement loop's logic, with scripted models, a real SQLite store and real
+verifiers. (The real embedded model runs the loop in tests/test_loop_e2e.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.testing import ScriptedChatModel
+from errors import ModelError
+from memory.records import Privileged, RunRecord, Task, VerifierSpec
+from memory.store import SQLiteStore
+from orchestrator.config import Config, LoopConfig
+from orchestrator.runner import RoleModels, execute_run
+
+
+def _task(task_id: str = "t1", expected: str = "4") -> Task:
+    return Task(id=task_id, prompt="What is 2 + 2?",
+                verifier=VerifierSpec(type="numeric", params={"expected": expected}),
+                privileged=Privileged(reference_answer=expected), family="arith")
+
+
+def _config(tmp_path, **loop) -> Config:
+    return Config(home=tmp_path / "home", loop=LoopConfig(**loop))
+
+
+async def _run(tmp_path, tasks, models, **loop):
+    config = _config(tmp_path, **loop)
+    store = SQLiteStore(tmp_path / "t.db")
+    run = RunRecord(run_id="r1", tasks_spec="test", settings={}, total=len(tasks))
+    store.create_run(run)
+    summary = await execute_run(config, tasks, store, run, models=models)
+    return summary, store
+
+
+def _roles(generator, critic=None, hint=None) -> RoleModels:
+    critic = critic or ScriptedChatModel([], model_id="fake/critic")
+    hint = hint or ScriptedChatModel([], model_id="fake/hint")
+    return RoleModels(generator=generator, critic=critic, hint_giver=hint, judge=critic)
+
+
+async def test_critique_policy_records_every_step_with_provenance(tmp_path):
+    generator = ScriptedChatModel(["I think it is 3.\nAnswer: 3", "2 + 2 = 4\nAnswer: 4"])
+    critic = ScriptedChatModel(["The sum is off by one."], model_id="fake/critic")
+    hint = ScriptedChatModel(["Count again: two and two."], model_id="fake/hint")
+    summary, store = await _run(tmp_path, [_task()], _roles(generator, critic, hint),
+                                hints="critique")
+
+    assert (summary.total, summary.solved, summary.solved_at) == (1, 1, {"2": 1})
+    [t] = store.trajectories(run_id="r1")
+    assert t.outcome == "solved" and t.stop_reason == "verified" and t.solved_at == 2
+    first, second = t.attempts
+    assert (first.answer, first.verdict.passed, second.answer, second.verdict.passed) == ("3", False, "4", True)
+    assert first.reply == "I think it is 3.\nAnswer: 3"
+    assert first.critique == "The sum is off by one." and first.critique_model == "fake/critic"
+    assert first.hint.text == "Count again: two and two."
+    assert (first.hint.source, first.hint.author, first.hint.policy) == ("model", "fake/hint", "critique")
+    assert first.hint.used_privileged is False
+    # The second attempt saw the first reply and the hint, in order.
+    roles = [m["role"] for m in second.messages]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert "Count again" in second.messages[-1]["content"]
+    assert "3 is wrong" in second.messages[-1]["content"]
+    # Temperature rises on the later attempt.
+    assert first.temperature == 0.0 and second.temperature > 0.0
+    # The critic saw no privileged material and no verifier output under `critique`.
+    critic_prompt = critic.calls[0].messages[-1]["content"]
+    assert "Checker output" not in critic_prompt and "Correct answer" not in critic_prompt
+    # The critic's and hint-giver's tokens count toward the task, beside the generator's.
+    assert t.tokens > sum(a.prompt_tokens + a.completion_tokens for a in t.attempts)
+
+
+async def test_none_policy_calls_no_critic_or_hint(tmp_path):
+    generator = ScriptedChatModel(["Answer: 5", "Answer: 4"])
+    critic = ScriptedChatModel([], model_id="fake/critic")
+    summary, store = await _run(tmp_path, [_task()], _roles(generator, critic), hints="none")
+    assert summary.solved == 1 and critic.calls == []
+    [t] = store.trajectories(run_id="r1")
+    assert t.attempts[0].hint is None and t.attempts[0].critique is None
+    assert t.attempts[1].messages[-1]["content"].startswith("Your answer 5 is wrong.\nTry again.")
+
+
+async def test_reference_policy_shows_the_reference_only_to_the_hint_giver(tmp_path):
+    generator = ScriptedChatModel(["Answer: 5", "Answer: 4"])
+    critic = ScriptedChatModel(["Wrong sum."], model_id="fake/critic")
+    hint = ScriptedChatModel(["The answer is four."], model_id="fake/hint")
+    await _run(tmp_path, [_task()], _roles(generator, critic, hint), hints="reference")
+    assert "Correct answer: 4" in hint.calls[0].messages[-1]["content"]
+    assert "Correct answer" not in critic.calls[0].messages[-1]["content"]
+    for call in generator.calls:
+        assert all("Correct answer" not in m["content"] for m in call.messages)
+
+
+async def test_repeated_failed_answer_is_resampled_hotter(tmp_path):
+    generator = ScriptedChatModel(["Answer: 3", "Answer: 3", "Answer: 4"])
+    summary, store = await _run(tmp_path, [_task()], _roles(generator), hints="none",
+                                max_resamples=2)
+    [t] = store.trajectories(run_id="r1")
+    assert summary.solved == 1 and len(t.attempts) == 2
+    assert t.attempts[1].resamples == 1 and t.attempts[1].answer == "4"
+    assert generator.calls[2].params.temperature >= 0.7
+
+
+async def test_caps_end_the_loop_unsolved(tmp_path):
+    generator = ScriptedChatModel(lambda messages, params: "Answer: 7")
+    summary, store = await _run(tmp_path, [_task()], _roles(generator), hints="none",
+                                max_attempts=3, max_resamples=0)
+    [t] = store.trajectories(run_id="r1")
+    assert (summary.solved, summary.unsolved, len(t.attempts), t.stop_reason) == (0, 1, 3, "max_attempts")
+
+    generator = ScriptedChatModel(lambda messages, params: "long reply " * 50 + "Answer: 7")
+    summary, store = await _run(tmp_path / "b", [_task()], _roles(generator), hints="none",
+                                max_attempts=10, max_tokens=120, max_resamples=0)
+    [t] = store.trajectories(run_id="r1")
+    assert t.stop_reason == "max_tokens" and len(t.attempts) < 10
+
+
+async def test_provider_error_is_a_failed_attempt_and_the_run_goes_on(tmp_path):
+    def script(messages, params):
+        if "2 + 2" in messages[1]["content"] and len(messages) == 2 and not script.failed:
+            script.failed = True
+            raise ModelError("provider exploded (key sk-abcdefghijklmnopqrstuvwx)")
+        return "Answer: 4"
+    script.failed = False
+    tasks = [_task("a"), _task("b")]
+    summary, store = await _run(tmp_path, tasks, _roles(ScriptedChatModel(script)), hints="none")
+    assert summary.solved == 2 and summary.errors == []
+    errored = [a for t in store.trajectories(run_id="r1") for a in t.attempts if a.error]
+    assert len(errored) == 1 and not errored[0].verdict.passed
+    assert "provider exploded" in errored[0].error and "sk-abcdefghijklmnop" not in errored[0].error
+
+
+async def test_a_task_that_crashes_does_not_end_the_run(tmp_path):
+    bad = Task(id="bad", prompt="x", verifier=VerifierSpec(type="no_such_verifier"))
+    generator = ScriptedChatModel(lambda messages, params: "Answer: 4")
+    summary, store = await _run(tmp_path, [bad, _task("good")], _roles(generator), hints="none")
+    assert summary.solved == 1 and len(summary.errors) == 1 and "bad" in summary.errors[0]
+    assert store.finished_task_ids("r1") == {"good"}
+
+
+async def test_running_again_skips_finished_tasks(tmp_path):
+    generator = ScriptedChatModel(lambda messages, params: "Answer: 4")
+    config = _config(tmp_path, hints="none")
+    store = SQLiteStore(tmp_path / "t.db")
+    run = RunRecord(run_id="r1", tasks_spec="test", settings={}, total=2)
+    store.create_run(run)
+    tasks = [_task("a"), _task("b")]
+    await execute_run(config, tasks[:1], store, run, models=_roles(generator))
+    calls = len(generator.calls)
+    summary = await execute_run(config, tasks, store, run, models=_roles(generator))
+    assert len(generator.calls) == calls + 1
+    assert summary.solved == 2 and store.count(run_id="r1") == 2
+
+
+@pytest.mark.parametrize("policy", ["critique", "feedback"])
+async def test_feedback_policy_passes_verifier_output_to_the_critic(tmp_path, policy):
+    generator = ScriptedChatModel(["Answer: 5", "Answer: 4"])
+    critic = ScriptedChatModel(["Wrong."], model_id="fake/critic")
+    hint = ScriptedChatModel(["Recount."], model_id="fake/hint")
+    await _run(tmp_path, [_task()], _roles(generator, critic, hint), hints=policy)
+    assert ("Checker output" in critic.calls[0].messages[-1]["content"]) == (policy == "feedback")
