@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from errors import ConfigError
 from memory.records import Trajectory
 from memory.secrets import scrub_secrets
 from memory.store import TrajectoryStore
@@ -89,13 +90,20 @@ def export_trajectories(
     directory, which is fsynced and renamed over ``path``. Parent directories are made.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     selected = store.trajectories(run_id=run_id, outcome="solved" if only_verified else None)
+    try:
+        return _write_lines(path, [_scrub(trajectory_to_line(t)) for t in selected])
+    except OSError as exc:
+        raise ConfigError(f"cannot write the export to {path}: {exc}; choose a writable file path") from exc
+
+
+def _write_lines(path: Path, lines: list[dict[str, Any]]) -> int:
+    """Write ``lines`` as JSONL to ``path`` atomically; return how many."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for t in selected:
-                line = _scrub(trajectory_to_line(t))
+            for line in lines:
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -105,7 +113,7 @@ def export_trajectories(
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    return len(selected)
+    return len(lines)
 
 
 def _scrub(value: Any) -> Any:

@@ -75,6 +75,11 @@ class RunConfig(_Section):
     """Retrieve lessons from the vector memory before generating."""
     adapter: str | None = None
     """LoRA adapter for the generator: a name in the registry, ``champion`` or None."""
+    durability: Literal["exit", "async", "sync"] = "async"
+    """When graph checkpoints are written: after every step, in the background
+    (``async``) or waiting (``sync``), or only when a task's graph stops (``exit``).
+    Finished tasks are never redone whatever the mode (the trajectory store decides);
+    the mode decides how much of an unfinished task a resume keeps."""
 
 
 class Config(_Section):

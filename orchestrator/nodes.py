@@ -20,7 +20,7 @@ from critics.extract import extract_answer
 from critics.registry import verify as run_verifier
 from errors import ModelError, SandboxError
 from memory.records import Attempt, Trajectory, Verdict
-from memory.secrets import scrub_secrets
+from memory.secrets import scrub_secrets, secret_scrubber
 from orchestrator.routing import stop_reason, temperature_for
 from orchestrator.state import LoopContext, LoopState
 
@@ -131,11 +131,12 @@ async def record(state: LoopState, runtime: Rt) -> dict:
 
 
 def _attempt(index: int, draft: Draft, verdict: Verdict) -> Attempt:
+    scrub = secret_scrubber()
     return Attempt(
         index=index,
-        messages=[{**m, "content": scrub_secrets(m["content"])} for m in draft.messages],
-        reply=scrub_secrets(draft.reply),
-        answer=scrub_secrets(draft.answer),
+        messages=[{**m, "content": scrub(m["content"])} for m in draft.messages],
+        reply=scrub(draft.reply),
+        answer=scrub(draft.answer),
         verdict=verdict,
         model=draft.model,
         adapter=draft.adapter,

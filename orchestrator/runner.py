@@ -95,7 +95,7 @@ async def execute_run(
                 try:
                     saved = await graph.aget_state(thread)
                     resume_input = None if saved.next else _initial_state(task, config)
-                    await graph.ainvoke(resume_input, thread, context=context, durability="async")
+                    await graph.ainvoke(resume_input, thread, context=context, durability=config.run.durability)
                     await saver.adelete_thread(thread["configurable"]["thread_id"])
                 except Exception as exc:  # one task's failure never ends the run
                     errors.append(f"{task.id}: {type(exc).__name__}: {exc}")
@@ -115,19 +115,15 @@ async def execute_run(
 
 
 def summarize(store: TrajectoryStore, run: RunRecord, *, seconds: float, errors: list[str]) -> RunSummary:
-    trajectories = store.trajectories(run_id=run.run_id)
-    solved_at: dict[str, int] = {}
-    for t in trajectories:
-        if t.solved_at is not None:
-            solved_at[str(t.solved_at)] = solved_at.get(str(t.solved_at), 0) + 1
-    solved = sum(solved_at.values())
+    """The whole run's counts (resumed parts included); ``seconds`` is this call's wall time."""
+    stored = store.run_summary(run.run_id)
     return RunSummary(
         run_id=run.run_id,
         total=run.total,
-        solved=solved,
-        unsolved=run.total - solved,
-        solved_at=dict(sorted(solved_at.items(), key=lambda kv: int(kv[0]))),
-        tokens=sum(t.tokens for t in trajectories),
+        solved=stored.solved,
+        unsolved=run.total - stored.solved,
+        solved_at={str(k): v for k, v in sorted(stored.solved_at.items())},
+        tokens=stored.tokens,
         seconds=round(seconds, 3),
         errors=errors,
     )

@@ -108,6 +108,7 @@ async def test_caps_end_the_loop_unsolved(tmp_path):
     assert (summary.solved, summary.unsolved, len(t.attempts), t.stop_reason) == (0, 1, 3, "max_attempts")
 
     generator = ScriptedChatModel(lambda messages, params: "long reply " * 50 + "Answer: 7")
+    (tmp_path / "b").mkdir()
     summary, store = await _run(tmp_path / "b", [_task()], _roles(generator), hints="none",
                                 max_attempts=10, max_tokens=120, max_resamples=0)
     [t] = store.trajectories(run_id="r1")

@@ -1,0 +1,217 @@
+"""The embedded model: loaded once per process, served by one batching worker thread.
+
+``get_engine(name)`` returns the process-wide engine for a ``local/...`` model (creating
+it on first use); ``engine.submit(GenRequest)`` returns a ``concurrent.futures.Future``
+of a ``GenResult``. Loading happens on the worker thread, so no caller blocks on it;
+requests queue up meanwhile.
+
+LoRA adapters are applied per request without reloading the base model: the model is
+wrapped with peft once, each adapter directory is loaded under its own name, and every
+batch (grouped by adapter) selects its adapter or runs with adapters disabled.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.local.batcher import Batcher, BatchStats
+from agents.local.resolve import ModelSource, resolve_local_model
+from errors import ConfigError
+
+MAX_ADAPTERS = 8
+"""Adapters kept loaded at once; the least recently used is unloaded beyond this."""
+
+
+@dataclass
+class BatchingConfig:
+    """Dynamic batching knobs for engines created from now on (env overrides:
+    ``SELFTAUGHT_LOCAL_MAX_BATCH``, ``SELFTAUGHT_LOCAL_GATHER_MS``)."""
+
+    max_batch_size: int = int(os.environ.get("SELFTAUGHT_LOCAL_MAX_BATCH", "32"))
+    gather_ms: float = float(os.environ.get("SELFTAUGHT_LOCAL_GATHER_MS", "8"))
+    max_wait_ms: float = 100.0
+
+
+BATCHING = BatchingConfig()
+
+
+@dataclass
+class EngineStats:
+    base_loads: int = 0
+    adapter_loads: int = 0
+    load_seconds: float = 0.0
+
+
+class LocalEngine:
+    """One model + tokenizer, owned by one worker thread. Build with ``from_source``
+    (real weights, loaded on the worker) or ``from_loaded`` (tests, tiny models)."""
+
+    def __init__(self, load: Callable[[], tuple], name: str, batching: BatchingConfig):
+        self.name = name
+        self.stats = EngineStats()
+        self._load = load
+        self._model = None
+        self._tokenizer = None
+        self._peft = None
+        self._adapters: OrderedDict[tuple, str] = OrderedDict()
+        self._batcher = Batcher(
+            self._run_group,
+            max_batch_size=batching.max_batch_size,
+            gather_ms=batching.gather_ms,
+            max_wait_ms=batching.max_wait_ms,
+            on_start=self._start,
+            name=f"selftaught-local-{name}",
+        )
+
+    @classmethod
+    def from_source(cls, source: ModelSource, batching: BatchingConfig | None = None):
+        return cls(lambda: _load_source(source), source.path.name, batching or BATCHING)
+
+    @classmethod
+    def from_loaded(cls, model, tokenizer, name="model", batching: BatchingConfig | None = None):
+        return cls(lambda: (model, tokenizer), name, batching or BATCHING)
+
+    @property
+    def batch_stats(self) -> BatchStats:
+        return self._batcher.stats
+
+    @property
+    def failed(self) -> bool:
+        return self._batcher.failed
+
+    def submit(self, request) -> Future:
+        """Queue a ``GenRequest``; the future holds a ``GenResult`` or the error."""
+        return self._batcher.submit(request)
+
+    def close(self) -> None:
+        self._batcher.close()
+
+    # -- worker thread only ----------------------------------------------------------
+
+    def _start(self) -> None:
+        import time
+
+        started = time.perf_counter()
+        self._model, self._tokenizer = self._load()
+        self._model.eval()
+        self.stats.base_loads += 1
+        self.stats.load_seconds = time.perf_counter() - started
+
+    def _run_group(self, requests: list) -> list:
+        from agents.local.generate import run_batch
+
+        with self._selected(requests[0].adapter) as model:
+            return run_batch(model, self._tokenizer, requests)
+
+    def _selected(self, adapter: str | None):
+        """Context in which the returned model generates with ``adapter`` (or none)."""
+        if adapter is None:
+            if self._peft is None:
+                return nullcontext(self._model)
+            return _disabled(self._peft)
+        name = self._ensure_adapter(adapter)  # first: it creates self._peft
+        self._peft.set_adapter(name)
+        return nullcontext(self._peft)
+
+    def _ensure_adapter(self, path: str) -> str:
+        # Keyed by modification times too, so retraining into the same directory is seen.
+        key = (path, *(_mtime(Path(path) / f) for f in _ADAPTER_FILES))
+        if key in self._adapters:
+            self._adapters.move_to_end(key)
+            return self._adapters[key]
+        name = f"adapter{self.stats.adapter_loads}"  # peft names may not contain "."
+        try:
+            if self._peft is None:
+                from peft import PeftModel
+
+                self._peft = PeftModel.from_pretrained(self._model, path, adapter_name=name)
+            else:
+                self._peft.load_adapter(path, adapter_name=name)
+        except Exception as e:
+            raise ConfigError(
+                f"LoRA adapter {path} could not be applied to local model {self.name}: "
+                f"{type(e).__name__}: {e}. Was it trained for this base model?"
+            ) from e
+        self._peft.eval()
+        self.stats.adapter_loads += 1
+        self._adapters[key] = name
+        while len(self._adapters) > MAX_ADAPTERS:
+            _, old = self._adapters.popitem(last=False)
+            self._peft.delete_adapter(old)
+        return name
+
+
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+@contextmanager
+def _disabled(peft_model):
+    with peft_model.disable_adapter():
+        yield peft_model
+
+
+def _load_source(source: ModelSource) -> tuple:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agents.local.cache import ensure_converted
+
+    directory = ensure_converted(source.path) if source.kind == "gguf" else source.path
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    # fp32: CPUs without native bf16 run half-precision matmuls far slower.
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def validate_adapter(adapter: str | None) -> str | None:
+    """The adapter directory as an absolute path, or ``ConfigError`` if it is not a
+    PEFT adapter directory. Cheap: file-system checks only."""
+    if adapter is None:
+        return None
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"LoRA adapter `{adapter}` not found: expected a directory with "
+            "adapter_config.json (as written by peft's save_pretrained). Check the path, "
+            "or list trained adapters with `selftaught adapters list`."
+        )
+    return str(path.resolve())
+
+
+_ENGINES: dict[str, LocalEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(name: str) -> LocalEngine:
+    """The process-wide engine for ``local/NAME`` (prefix optional). Raises
+    ``ConfigError`` at once if the model is not on disk. An engine whose start-up
+    failed is replaced, so a fixed problem needs no restart."""
+    source = resolve_local_model(name)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(source.key)
+        if engine is None or engine.failed:
+            engine = _ENGINES[source.key] = LocalEngine.from_source(source)
+        return engine
+
+
+def loaded_engines() -> dict[str, LocalEngine]:
+    """A snapshot of the engines this process has created, by source key."""
+    with _ENGINES_LOCK:
+        return dict(_ENGINES)
