@@ -149,9 +149,14 @@ def run(
         "run.memory": False if no_memory else None,
     }
     cfg = _config(config, overrides)
-    with RunProgress(err) as progress:
-        summary = start_or_resume(cfg, spec=spec, resume=resume, overrides=overrides,
-                                  on_start=progress.start, on_trajectory=progress.advance)
+    progress = RunProgress(err)
+    try:
+        with progress:
+            summary = start_or_resume(cfg, spec=spec, resume=resume, overrides=overrides,
+                                      on_start=progress.start, on_trajectory=progress.advance)
+    except KeyboardInterrupt:
+        err.print(f"interrupted; continue with: selftaught run --resume {progress.run_id}")
+        raise typer.Exit(130) from None
     if as_json:
         _print_json(summary.model_dump(mode="json"))
     else:
@@ -172,6 +177,7 @@ class RunProgress:
                                   TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
                                   console=console, transient=False)
         self._bar = None
+        self.run_id: str | None = None
         self._solved = self._attempts = self._tokens = 0
         self._started = 0.0
 
@@ -186,6 +192,7 @@ class RunProgress:
         self._progress.__exit__(*exc)
 
     def start(self, run_id: str, total: int, done: int) -> None:
+        self.run_id = run_id
         err.print(f"run [bold]{run_id}[/]: {total} tasks ({done} already done)", highlight=False)
         self._bar = self._progress.add_task("run", total=total, completed=done, stats="")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from agents.model import Completion, GenerationParams, Message, Usage
 
-Reply = str | Exception
+Reply = str | BaseException
 Script = Iterable[Reply] | Callable[[list[Message], GenerationParams], Reply]
 
 
@@ -24,7 +24,7 @@ class RecordedCall:
 
 @dataclass
 class ScriptedChatModel:
-    """Replies from ``script``: a sequence (consumed in order; an ``Exception`` item is
+    """Replies from ``script``: a sequence (consumed in order; an exception item is
     raised instead of returned) or a function of ``(messages, params)``.
 
     Running out of scripted replies raises ``AssertionError`` so a test cannot pass by
@@ -50,7 +50,7 @@ class ScriptedChatModel:
                 raise AssertionError(
                     f"ScriptedChatModel ran out of replies after {len(self.calls) - 1} calls"
                 ) from None
-        if isinstance(reply, Exception):
+        if isinstance(reply, BaseException):
             raise reply
         return reply
 

@@ -1,7 +1,7 @@
 """Orchestration overhead per attempt: graph, checkpoints, store and verifier, with
 models that answer instantly.
 
-    uv run python benchmarks/bench_loop_overhead.py [--tasks 200] [--attempts 3]
+    uv run python benchmarks/bench_loop_overhead.py [--tasks 200] [--attempts 3] [--durability async]
 
 Each task fails every attempt (so it runs generate, verify, critique and hint each
 time) with the ``critique`` policy and an ``exact`` verifier. At concurrency 1 the
@@ -32,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--attempts", type=int, default=3)
+    parser.add_argument("--durability", choices=["exit", "async", "sync"], default="async")
     args = parser.parse_args()
 
     per_attempt: list[float] = []
@@ -40,7 +41,7 @@ def main() -> None:
     roles = RoleModels(generator=model, critic=model, hint_giver=model, judge=model)
 
     with tempfile.TemporaryDirectory() as home:
-        config = Config(home=Path(home), run=RunConfig(concurrency=1),
+        config = Config(home=Path(home), run=RunConfig(concurrency=1, durability=args.durability),
                         loop=LoopConfig(max_attempts=args.attempts, hints="critique", max_resamples=0))
         store = SQLiteStore(Path(home) / "selftaught.db")
         tasks = [Task(id=f"t{i}", prompt=f"Say {i}.", verifier=VerifierSpec(
@@ -59,7 +60,8 @@ def main() -> None:
 
     attempts = args.tasks * args.attempts
     per_attempt.sort()
-    print(f"tasks={args.tasks} attempts/task={args.attempts} (generate+verify+critique+hint each)")
+    print(f"tasks={args.tasks} attempts/task={args.attempts} (generate+verify+critique+hint each), "
+          f"durability={args.durability}")
     print(f"per attempt: median {statistics.median(per_attempt) * 1e3:.2f} ms, "
           f"p90 {per_attempt[int(0.9 * len(per_attempt))] * 1e3:.2f} ms")
     print(f"mean over the whole run (start-up included): {wall / attempts * 1e3:.2f} ms")

@@ -75,11 +75,13 @@ class RunConfig(_Section):
     """Retrieve lessons from the vector memory before generating."""
     adapter: str | None = None
     """LoRA adapter for the generator: a name in the registry, ``champion`` or None."""
-    durability: Literal["exit", "async", "sync"] = "async"
-    """When graph checkpoints are written: after every step, in the background
-    (``async``) or waiting (``sync``), or only when a task's graph stops (``exit``).
-    Finished tasks are never redone whatever the mode (the trajectory store decides);
-    the mode decides how much of an unfinished task a resume keeps."""
+    durability: Literal["exit", "async", "sync"] = "exit"
+    """When graph checkpoints are written: only when a task's graph stops or pauses
+    (``exit``), or after every step, in the background (``async``) or waiting
+    (``sync``). Finished tasks are never redone in any mode (the trajectory store
+    decides); the mode decides whether a resume keeps the finished attempts of tasks
+    that were in flight. ``exit`` costs about a third of the others per attempt
+    (benchmarks/RESULTS.md); ``async`` pays off when attempts are expensive."""
 
 
 class Config(_Section):

@@ -1,11 +1,11 @@
 """Runs many tasks through the loop concurrently, durably, and resumably.
 
-Durability: every task is a LangGraph thread checkpointed to SQLite with
-``durability="async"`` (the checkpoint of a step is written while the next step
-runs), so a killed run resumes an unfinished task from its last saved step instead of
-from scratch. The trajectory store is the source of truth for what is finished: a
-task counts as done once its trajectory is stored, and the store refuses a second
-trajectory for the same (run, task), so a resume never loses or doubles one.
+Durability: every task is a LangGraph thread checkpointed to SQLite
+(``run.durability``: at exit by default, or after every step), and a resumed task
+continues from its last checkpoint. The trajectory store is the source of truth for
+what is finished: a task counts as done once its trajectory is stored, and the store
+refuses a second trajectory for the same (run, task), so a resume never loses or
+doubles one whatever the durability mode.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ async def execute_run(
         store.set_run_status(run.run_id, "running")
         try:
             await asyncio.gather(*(one(task) for task in pending))
-        except asyncio.CancelledError:
+        except BaseException:  # Ctrl-C, cancellation: say so, keep what is stored
             store.set_run_status(run.run_id, "interrupted")
             raise
     store.set_run_status(run.run_id, "finished" if not errors else "interrupted")

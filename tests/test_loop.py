@@ -159,3 +159,27 @@ async def test_feedback_policy_passes_verifier_output_to_the_critic(tmp_path, po
     hint = ScriptedChatModel(["Recount."], model_id="fake/hint")
     await _run(tmp_path, [_task()], _roles(generator, critic, hint), hints=policy)
     assert ("Checker output" in critic.calls[0].messages[-1]["content"]) == (policy == "feedback")
+
+
+class _Killed(BaseException):
+    """Stands in for the process dying: not an Exception, so nothing catches it."""
+
+
+@pytest.mark.parametrize("durability", ["async", "sync"])
+async def test_resume_continues_a_task_from_its_last_checkpoint(tmp_path, durability):
+    config = Config(home=tmp_path / "home", loop=LoopConfig(hints="none", max_attempts=3),
+                    run={"durability": durability})
+    store = SQLiteStore(tmp_path / "t.db")
+    run = RunRecord(run_id="r1", tasks_spec="test", settings={}, total=1)
+    store.create_run(run)
+    dying = ScriptedChatModel(["first try\nAnswer: 5", _Killed()])
+    with pytest.raises(_Killed):
+        await execute_run(config, [_task()], store, run, models=_roles(dying))
+    assert store.count(run_id="r1") == 0
+
+    fresh = ScriptedChatModel(["Answer: 4"])
+    summary = await execute_run(config, [_task()], store, run, models=_roles(fresh))
+    [t] = store.trajectories(run_id="r1")
+    assert summary.solved_at == {"2": 1}
+    assert t.attempts[0].reply == "first try\nAnswer: 5", "attempt 1 came back from the checkpoint"
+    assert len(fresh.calls) == 1 and fresh.calls[0].messages[2]["content"] == "first try\nAnswer: 5"

@@ -124,7 +124,7 @@ async def test_backoff_sleeps_between_retries(litellm, monkeypatch):
     with pytest.raises(TransientModelError):
         await model.complete(MESSAGES)
     assert len(slept) == 3
-    assert 0.5 <= slept[0] < 1.5 and 2 <= slept[1] < 6 and 4 <= slept[2] < 12
+    assert 0.5 <= slept[0] < 1.5 and 1 <= slept[1] < 3 and 2 <= slept[2] < 6
 
 
 async def test_other_provider_errors_are_model_errors_with_the_message(litellm, monkeypatch):

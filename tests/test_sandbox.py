@@ -25,7 +25,7 @@ needs_privilege_drop = pytest.mark.skipif(
     reason="only meaningful where the sandbox runs as its own uid (a root host)")
 
 
-def tests_spec(tests: str = "def check(candidate):\n    assert candidate() == 1\n",
+def _spec_with_tests(tests: str = "def check(candidate):\n    assert candidate() == 1\n",
                timeout_s: float = 3, memory_mb: int = 512) -> VerifierSpec:
     return VerifierSpec(type="python_tests",
                         params={"tests": tests, "entry_point": "solve", "timeout_s": timeout_s,
@@ -92,7 +92,7 @@ async def test_failing_code_reports_a_clean_traceback() -> None:
 
 async def test_infinite_loop_times_out_and_dies() -> None:
     started = time.monotonic()
-    verdict = await verify("def solve():\n    while True:\n        pass\n", tests_spec(timeout_s=2))
+    verdict = await verify("def solve():\n    while True:\n        pass\n", _spec_with_tests(timeout_s=2))
     assert time.monotonic() - started < 6
     assert not verdict.passed and verdict.details["timed_out"]
     assert "timed out after 2s" in verdict.feedback
@@ -114,7 +114,7 @@ async def test_sleeping_children_in_their_own_session_are_killed() -> None:
 async def test_fork_bomb_is_contained() -> None:
     bomb = ("import os\ndef solve():\n    while True:\n        try:\n            os.fork()\n"
             "        except OSError:\n            pass\n")
-    verdict = await verify(bomb, tests_spec(timeout_s=2))
+    verdict = await verify(bomb, _spec_with_tests(timeout_s=2))
     assert not verdict.passed
     assert verdict.details["timed_out"] or verdict.details["returncode"] != 0
     assert_host_can_spawn()
@@ -134,7 +134,7 @@ async def test_escaping_fork_bomb_with_setsid_is_contained() -> None:
 async def test_memory_bomb_fails() -> None:
     bomb = ("def solve():\n    blocks = []\n    while True:\n"
             "        blocks.append(bytearray(50 * 2**20))\n")
-    verdict = await verify(bomb, tests_spec(memory_mb=192))
+    verdict = await verify(bomb, _spec_with_tests(memory_mb=192))
     assert not verdict.passed
     assert "MemoryError" in verdict.feedback or "killed" in verdict.feedback
     assert_host_can_spawn()
@@ -167,7 +167,7 @@ def solve():
 """
     tests = "def check(candidate):\n    assert candidate() == ['connected']\n"
     try:
-        verdict = await verify(code, tests_spec(tests))
+        verdict = await verify(code, _spec_with_tests(tests))
         with pytest.raises(socket.timeout):
             conn, _ = listener.accept()
             conn.close()
@@ -186,7 +186,7 @@ async def test_writing_outside_the_temp_dir_fails(tmp_path: Path) -> None:
         code += (f"    try:\n        open({str(target)!r}, 'w').write('x')\n"
                  f"        written.append({str(target)!r})\n    except OSError:\n        pass\n")
     code += "    return written\n"
-    verdict = await verify(code, tests_spec("def check(c):\n    assert c() == []\n"))
+    verdict = await verify(code, _spec_with_tests("def check(c):\n    assert c() == []\n"))
     assert verdict.passed  # every write was refused
     for target in targets:
         assert not target.exists()
@@ -208,7 +208,7 @@ def solve():
     print(seen)
     raise RuntimeError(repr(seen))
 """
-    verdict = await verify(code, tests_spec())
+    verdict = await verify(code, _spec_with_tests())
     assert not verdict.passed
     assert "RuntimeError" in verdict.feedback
     everything = verdict.feedback + repr(verdict.details)
@@ -233,7 +233,7 @@ async def test_huge_stdout_is_truncated_and_host_memory_is_fine() -> None:
 
 async def test_huge_stdout_answer_is_judged_without_its_flood() -> None:
     code = "def solve():\n    print('y' * 50_000_000)\n    return 1\n"
-    verdict = await verify(code, tests_spec(timeout_s=5))
+    verdict = await verify(code, _spec_with_tests(timeout_s=5))
     # Either it finished (the tests pass, output truncated) or it was killed for output.
     assert verdict.passed or "too much output" in verdict.feedback
     assert len(verdict.details["stdout"]) <= 500

@@ -99,7 +99,11 @@ class LocalEngine:
         import time
 
         started = time.perf_counter()
-        self._model, self._tokenizer = self._load()
+        # One load at a time per process: concurrent first imports of transformers from
+        # two threads can leave half-initialised modules behind.
+        with _LOAD_LOCK:
+            self._model, self._tokenizer = self._load()
+            from agents.local import generate  # noqa: F401  (import here, under the lock)
         self._model.eval()
         self.stats.base_loads += 1
         self.stats.load_seconds = time.perf_counter() - started
@@ -148,6 +152,7 @@ class LocalEngine:
         return name
 
 
+_LOAD_LOCK = threading.Lock()
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 
 

@@ -9,49 +9,15 @@ every row has stopped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from agents.local.request import GenRequest, GenResult
 from agents.model import Message
 
-
-@dataclass(frozen=True)
-class GenRequest:
-    """One chat request for the local model.
-
-    ``adapter`` is an absolute adapter directory (already validated) or None.
-    ``on_delta``, if given, is called from the worker thread with successive pieces of
-    the reply (text that can no longer be cut by a stop string); the pieces concatenate
-    to the final text.
-    """
-
-    messages: Sequence[Message]
-    max_tokens: int = 256
-    temperature: float = 0.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    adapter: str | None = None
-    on_delta: Callable[[str], None] | None = field(default=None, compare=False)
-
-    @property
-    def group_key(self) -> tuple[float, int | None, str | None]:
-        """Requests with equal keys may share one ``generate`` call: it takes a single
-        temperature, seed and adapter. Greedy requests ignore the seed, so they all
-        share the key ``(0.0, None, adapter)``."""
-        if self.temperature > 0:
-            return (float(self.temperature), self.seed, self.adapter)
-        return (0.0, None, self.adapter)
-
-
-@dataclass(frozen=True)
-class GenResult:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # "stop" (eos or a stop string) or "length"
+__all__ = ["GenRequest", "GenResult", "eos_token_ids", "render_prompt", "run_batch"]
 
 
 def render_prompt(tokenizer, messages: Sequence[Message]) -> str:
@@ -160,9 +126,9 @@ class _Rows(StoppingCriteria):
             self.tokens[i], skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
 
-    def _emit(self, i: int, text: str, end: int) -> None:
-        if end > 0 and text[end - 1] == "\ufffd":
-            end -= 1  # half a UTF-8 character: wait for the next token
+    def _emit(self, i: int, text: str, end: int, final: bool = False) -> None:
+        if not final and end > 0 and text[end - 1] == "\ufffd":
+            end -= 1  # maybe half a UTF-8 character: wait for the next token
         # Byte-level BPE decoding is prefix-stable, so pieces sent earlier stay a prefix
         # of the final text and only the new tail is sent.
         if end > self.emitted[i]:
@@ -180,7 +146,7 @@ class _Rows(StoppingCriteria):
             if cut is not None:
                 text = text[:cut]
             if request.on_delta:
-                self._emit(i, text, len(text))
+                self._emit(i, text, len(text), final=True)
             results.append(
                 GenResult(
                     text=text,

@@ -25,7 +25,7 @@ import litellm  # noqa: E402  (this module is itself only imported lazily)
 from litellm import CustomLLM  # noqa: E402
 
 from agents.local.engine import get_engine, validate_adapter  # noqa: E402
-from agents.local.generate import GenRequest, GenResult  # noqa: E402
+from agents.local.request import GenRequest, GenResult  # noqa: E402
 from agents.local.resolve import LOCAL_PREFIX  # noqa: E402
 from errors import ModelError, SelftaughtError  # noqa: E402
 
