@@ -137,8 +137,8 @@ class LiteLLMChatModel:
         self, messages: list[Message], params: GenerationParams | None = None
     ) -> AsyncIterator[str]:
         """Yield text pieces. Transient failures are retried only before the first
-        piece; after that a failure raises ``TransientModelError`` (a reply cannot be
-        replayed halfway)."""
+        piece; after that any failure is raised at once, classified as for
+        ``complete`` (a reply cannot be replayed halfway)."""
         params = params or GenerationParams()
         kwargs = {**self._kwargs(messages, params), "stream": True}
         litellm = litellm_module()

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from agents.generator import Draft
 from agents.litellm_model import make_chat_model
+from agents.local.resolve import is_local
 from agents.model import ChatModel
 from errors import ConfigError
 from memory import records
@@ -151,8 +152,11 @@ def build_models(config: Config) -> RoleModels:
 
     def make(model_id: str) -> ChatModel:
         if model_id not in made:
-            made[model_id] = make_chat_model(
-                model_id, timeout_s=settings.timeout_s, max_retries=settings.max_retries)
+            # A local model's requests wait in the batcher's queue; a timeout there would
+            # only requeue the same work, so local calls get none.
+            timeout = None if is_local(model_id) else settings.timeout_s
+            made[model_id] = make_chat_model(model_id, timeout_s=timeout,
+                                             max_retries=settings.max_retries)
         return made[model_id]
 
     return RoleModels(generator=make(settings.generator), critic=make(settings.critic),

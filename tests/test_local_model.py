@@ -45,7 +45,7 @@ async def test_greedy_completion_is_real_and_deterministic(model, engine):
     # Usage counts are the tokenizer's, not estimates.
     from agents.local.generate import render_prompt
 
-    tokenizer = engine._tokenizer
+    tokenizer = engine.tokenizer
     prompt = render_prompt(tokenizer, CAPITAL)
     assert first.usage.prompt_tokens == len(tokenizer(prompt, add_special_tokens=False).input_ids)
     reply_tokens = len(tokenizer(first.text, add_special_tokens=False).input_ids)

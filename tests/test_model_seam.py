@@ -345,7 +345,8 @@ def tiny_tokenizer():
 
     specials = ["<pad>", "<s>", "</s>"]
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    backend = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(specials + alphabet)}, merges=[]))
+    vocab = {token: i for i, token in enumerate(specials + alphabet)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(
@@ -369,7 +370,9 @@ class ScriptedLM:
         self.scripts = scripts
         self.steps = 0
 
-    def generate(self, input_ids, attention_mask, max_new_tokens, stopping_criteria, pad_token_id, **_):
+    def generate(
+        self, input_ids, attention_mask, max_new_tokens, stopping_criteria, pad_token_id, **_
+    ):
         import torch
 
         unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool)
@@ -454,7 +457,9 @@ def tiny_adapter_dir(tiny_model_dir, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    lora = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    lora = LoraConfig(
+        r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
     directory = tmp_path_factory.mktemp("tiny-adapter")
     get_peft_model(base, lora).save_pretrained(directory)
     return directory
@@ -538,3 +543,13 @@ def test_resolve_local_paths(tmp_path):
     with pytest.raises(ConfigError, match="not a .gguf"):
         resolve_local_model(str(tmp_path / "config.json"))
     assert Path(resolve_local_model(str(single / "v.gguf")).path).name == "v.gguf"
+
+
+def test_local_provider_sync_calls_and_streaming(tiny_model_dir):
+    litellm = litellm_module()
+    kwargs = dict(model=f"local/{tiny_model_dir}", messages=MESSAGES, max_tokens=6, temperature=0)
+    response = litellm.completion(**kwargs)
+    text = response.choices[0].message.content
+    assert 0 < response.usage.completion_tokens <= 6
+    chunks = list(litellm.completion(**kwargs, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == text

@@ -164,6 +164,11 @@ class Batcher:
         if not batch:
             return
         requests = [request for request, _ in batch]
+        # Counted before any future completes, so a caller that wakes up sees its batch.
+        self.stats.batches += 1
+        self.stats.requests += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        self.stats.recent.append((requests[0].group_key, len(batch)))
         try:
             results = list(self._run_group(requests))
             if len(results) != len(requests):
@@ -175,10 +180,6 @@ class Batcher:
         else:
             for (_, future), result in zip(batch, results):
                 future.set_result(result)
-        self.stats.batches += 1
-        self.stats.requests += len(batch)
-        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-        self.stats.recent.append((requests[0].group_key, len(batch)))
 
     def _fail_all(self, backlog: list, error: BaseException) -> None:
         with self._lock:

@@ -35,8 +35,13 @@ class BatchingConfig:
     ``SELFTAUGHT_LOCAL_MAX_BATCH``, ``SELFTAUGHT_LOCAL_GATHER_MS``)."""
 
     max_batch_size: int = int(os.environ.get("SELFTAUGHT_LOCAL_MAX_BATCH", "32"))
-    gather_ms: float = float(os.environ.get("SELFTAUGHT_LOCAL_GATHER_MS", "8"))
-    max_wait_ms: float = 100.0
+    gather_ms: float = float(os.environ.get("SELFTAUGHT_LOCAL_GATHER_MS", "10"))
+    """Gathering ends once no request has arrived for this long."""
+    max_wait_ms: float = 1000.0
+    """...or this long after the first request. Generous on purpose: a full garbage
+    collection in a process holding torch and litellm pauses every thread for several
+    hundred ms, and a short cap would then start a batch with half the requests that
+    were on their way. On CPU a batch takes seconds, so the wait costs little."""
 
 
 BATCHING = BatchingConfig()
@@ -47,6 +52,7 @@ class EngineStats:
     base_loads: int = 0
     adapter_loads: int = 0
     load_seconds: float = 0.0
+    fast_lm_head: bool = False
 
 
 class LocalEngine:
@@ -83,6 +89,11 @@ class LocalEngine:
         return self._batcher.stats
 
     @property
+    def tokenizer(self):
+        """The loaded tokenizer (None until the worker has loaded the model)."""
+        return self._tokenizer
+
+    @property
     def failed(self) -> bool:
         return self._batcher.failed
 
@@ -104,7 +115,9 @@ class LocalEngine:
         with _LOAD_LOCK:
             self._model, self._tokenizer = self._load()
             from agents.local import generate  # noqa: F401  (import here, under the lock)
+            from agents.local.fastpath import use_onednn_lm_head
         self._model.eval()
+        self.stats.fast_lm_head = use_onednn_lm_head(self._model)
         self.stats.base_loads += 1
         self.stats.load_seconds = time.perf_counter() - started
 
@@ -120,15 +133,17 @@ class LocalEngine:
             if self._peft is None:
                 return nullcontext(self._model)
             return _disabled(self._peft)
-        name = self._ensure_adapter(adapter)  # first: it creates self._peft
-        self._peft.set_adapter(name)
+        self._ensure_adapter(adapter)  # also makes it the active adapter
         return nullcontext(self._peft)
 
     def _ensure_adapter(self, path: str) -> str:
+        """Load ``path`` once (wrapping the base with peft on first use), make it the
+        active adapter, and return its peft name."""
         # Keyed by modification times too, so retraining into the same directory is seen.
         key = (path, *(_mtime(Path(path) / f) for f in _ADAPTER_FILES))
         if key in self._adapters:
             self._adapters.move_to_end(key)
+            self._peft.set_adapter(self._adapters[key])
             return self._adapters[key]
         name = f"adapter{self.stats.adapter_loads}"  # peft names may not contain "."
         try:
@@ -144,6 +159,7 @@ class LocalEngine:
                 f"{type(e).__name__}: {e}. Was it trained for this base model?"
             ) from e
         self._peft.eval()
+        self._peft.set_adapter(name)  # before evicting, so the active one never goes
         self.stats.adapter_loads += 1
         self._adapters[key] = name
         while len(self._adapters) > MAX_ADAPTERS:

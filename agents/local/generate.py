@@ -79,7 +79,9 @@ def _sampling_kwargs(temperature: float) -> dict:
     # generation config, which may carry top_p/top_k/repetition tweaks. (Greedy gets no
     # top_k/top_p: transformers warns about them when not sampling.)
     if temperature > 0:
-        return dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, repetition_penalty=1.0)
+        return dict(
+            do_sample=True, temperature=temperature, top_k=0, top_p=1.0, repetition_penalty=1.0
+        )
     return dict(do_sample=False, repetition_penalty=1.0)
 
 

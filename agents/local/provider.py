@@ -49,9 +49,12 @@ class LocalProvider(CustomLLM):
         pieces: queue.Queue = queue.Queue()
         future = _submit(model, messages, optional_params, on_delta=pieces.put)
         future.add_done_callback(lambda _: pieces.put(_DONE))
-        while (piece := pieces.get()) is not _DONE:
-            yield _chunk(piece)
-        yield _last_chunk(_result(future.result))
+        try:
+            while (piece := pieces.get()) is not _DONE:
+                yield _chunk(piece)
+            yield _last_chunk(_result(future.result))
+        finally:
+            future.cancel()
 
     async def astreaming(
         self, model, messages, model_response, optional_params, **_
@@ -60,13 +63,19 @@ class LocalProvider(CustomLLM):
         pieces: asyncio.Queue = asyncio.Queue()
 
         def put(item) -> None:  # called on the worker thread
-            loop.call_soon_threadsafe(pieces.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(pieces.put_nowait, item)
+            except RuntimeError:
+                pass  # the consumer's loop has closed; nobody is listening
 
         future = _submit(model, messages, optional_params, on_delta=put)
         future.add_done_callback(lambda _: put(_DONE))
-        while (piece := await pieces.get()) is not _DONE:
-            yield _chunk(piece)
-        yield _last_chunk(await _await(asyncio.wrap_future(future)))
+        try:
+            while (piece := await pieces.get()) is not _DONE:
+                yield _chunk(piece)
+            yield _last_chunk(await _await(asyncio.wrap_future(future)))
+        finally:
+            future.cancel()  # a consumer that stopped early frees its queue slot
 
 
 def register(litellm_module=litellm) -> None:

@@ -1,0 +1,420 @@
+"""Training data from verified trajectories: pure functions, no torch.
+
+Hint internalization (see BACKGROUND.md, "Memento No More"): a task the generator only
+solved after critiques and hints becomes one supervised example whose prompt is the
+*evaluation* prompt (``generator_messages(task)``: no lessons, no history, no hint) and
+whose completion is the reply that passed the verifier. After training, the model
+should produce that reply without the help it needed before.
+
+Rows use TRL's conversational formats, so ``finetune.train`` hands them to TRL as-is:
+
+* SFT (prompt-completion)::
+
+    {"prompt": [system, user], "completion": [{"role": "assistant", "content": ...}],
+     "trajectory_id": ..., "task_id": ..., "family": ...}
+
+* DPO (preference)::
+
+    {"prompt": [system, user], "chosen": [assistant], "rejected": [assistant],
+     "trajectory_id": ..., "rejected_trajectory_id": ..., "task_id": ..., "family": ...}
+
+The metadata columns are provenance for people and manifests; ``finetune.train``
+drops them before TRL sees the rows.
+
+Completions are normalized into the format evaluation extracts from (``critics.extract``):
+short answers keep their reasoning and end with exactly one ``Answer: X`` line; code is
+one fenced python block. Training and evaluation therefore agree on format.
+
+Guards: only verified attempts become completions; one example per task id (and per
+identical prompt+completion); an optional cap per family with a deterministic choice;
+and a leakage check that refuses any training prompt that is also an evaluation prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.prompts import generator_messages
+from critics.extract import extract_answer
+from errors import ConfigError
+from memory.records import Attempt, Task, Trajectory
+
+DatasetMethod = Literal["sft", "dpo", "sft+dpo"]
+Row = dict[str, Any]
+
+METADATA_COLUMNS = ("trajectory_id", "rejected_trajectory_id", "task_id", "family")
+"""Provenance columns on every row; not training inputs."""
+
+# A line that states the final answer ("Answer: 7", "**Final answer:** 7", "#### 7").
+# Same shape critics.extract recognizes; such lines are rewritten, never duplicated.
+_ANSWER_LINE = re.compile(
+    r"^[ \t>*_#-]*(?:(?:the\s+)?(?:final|correct)\s+)?answer\s*(?:\*\*|__)?\s*[:：=-]"
+    r"|^[ \t]*####",
+    re.IGNORECASE,
+)
+_BLANK_RUN = re.compile(r"\n{3,}")
+
+
+# -- hashing and leakage -----------------------------------------------------------------
+
+
+def prompt_hash(prompt: str) -> str:
+    """sha256 hex of a task prompt lowercased with whitespace runs collapsed to one space,
+    so trivially reformatted copies of a prompt hash the same."""
+    normalized = " ".join(prompt.lower().split())
+    return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
+
+
+def prompt_hashes(tasks: Iterable[Task]) -> set[str]:
+    """The normalized prompt hashes of an evaluation set (pass to ``eval_hashes``)."""
+    return {prompt_hash(task.prompt) for task in tasks}
+
+
+def check_leakage(tasks: Iterable[Task], eval_hashes: Collection[str]) -> None:
+    """Raise ``ConfigError`` naming the training task ids (and how many) whose prompt
+    hash is in ``eval_hashes``. Training on an evaluation prompt makes every gate number
+    meaningless, so this refuses rather than silently dropping."""
+    if not eval_hashes:
+        return
+    leaked = sorted({t.id for t in tasks if prompt_hash(t.prompt) in eval_hashes})
+    if leaked:
+        shown = ", ".join(leaked[:20])
+        if len(leaked) > 20:
+            shown += f", ... ({len(leaked) - 20} more)"
+        raise ConfigError(
+            f"training data leaks into the evaluation set: {len(leaked)} training task(s) have "
+            f"the same prompt as an evaluation task: {shown}. Remove those trajectories from the "
+            "training runs or pick a holdout set that does not overlap them."
+        )
+
+
+# -- completions -------------------------------------------------------------------------
+
+
+def verified_attempt(t: Trajectory) -> Attempt | None:
+    """The attempt that passed verification, or None when ``t`` is not verified (outcome
+    unsolved, no passing attempt, or the passing attempt recorded a provider error)."""
+    if t.outcome != "solved":
+        return None
+    for attempt in t.attempts:
+        if attempt.verdict.passed and attempt.error is None:
+            return attempt
+    return None
+
+
+def normalize_reply(reply: str, answer_format: str, answer: str | None = None) -> str | None:
+    """``reply`` rewritten into the evaluation answer format, or None when it holds no answer.
+
+    ``short``: the reasoning before the last answer line (other answer lines and any text
+    after the last one dropped), then exactly one ``Answer: X`` line, X being ``answer``
+    (the verified answer) or else what ``extract_answer`` finds. ``code``: one fenced
+    python block around ``answer`` or the extracted code. The result always extracts
+    back to the same answer.
+    """
+    if answer_format == "code":
+        code = (answer if answer and answer.strip() else extract_answer(reply, "code")).strip("\n")
+        return f"```python\n{code}\n```" if code.strip() else None
+    final = (answer if answer is not None else extract_answer(reply, "short")).strip()
+    if not final or "\n" in final:
+        return None
+    lines = (reply or "").strip().splitlines()
+    answer_rows = [i for i, line in enumerate(lines) if _ANSWER_LINE.match(line)]
+    if answer_rows:
+        # Text after the final answer is chatter; training on it teaches rambling.
+        lines = [line for line in lines[: answer_rows[-1]] if not _ANSWER_LINE.match(line)]
+    reasoning = _BLANK_RUN.sub("\n\n", "\n".join(lines).strip())
+    if reasoning.strip(" .*`$") == final:  # the reply was the bare answer
+        reasoning = ""
+    text = f"{reasoning}\nAnswer: {final}" if reasoning else f"Answer: {final}"
+    if extract_answer(text, "short") != final:
+        # The reasoning confuses extraction (e.g. an "answer is" sentence the extractor
+        # prefers): the bare line is the only completion guaranteed to grade the same.
+        text = f"Answer: {final}"
+    return text
+
+
+def _assistant(content: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": content}]
+
+
+def _prompt(task: Task) -> list[dict[str, str]]:
+    # Exactly the evaluation prompt: no lessons, no history, no hint.
+    return [dict(m) for m in generator_messages(task)]
+
+
+# -- row builders ------------------------------------------------------------------------
+
+
+def sft_rows(
+    trajectories: Iterable[Trajectory],
+    *,
+    eval_hashes: Collection[str] = (),
+    max_per_family: int | None = None,
+    seed: int = 0,
+) -> list[Row]:
+    """One SFT row per verified task (see the module docstring for the row shape).
+
+    Unverified trajectories and replies without an answer are skipped. Duplicates (same
+    task id, or same normalized prompt and completion) keep the first in input order.
+    ``max_per_family`` keeps at most that many rows per family, chosen by a seeded hash
+    of the task id (stable across runs and input order). Raises ``ConfigError`` when a
+    kept prompt's hash is in ``eval_hashes`` (see :func:`check_leakage`).
+    """
+    return _finish(_sft_candidates(trajectories), eval_hashes, max_per_family, seed)
+
+
+def dpo_rows(
+    trajectories: Iterable[Trajectory],
+    *,
+    eval_hashes: Collection[str] = (),
+    max_per_family: int | None = None,
+    seed: int = 0,
+) -> list[Row]:
+    """One preference pair per verified task: chosen = the verified reply (normalized as
+    in :func:`sft_rows`), rejected = a failed attempt at the same task whose normalized
+    reply differs from chosen.
+
+    The rejected reply is the first failed attempt of the verified trajectory itself (the
+    model's own unhinted try at the evaluation prompt when it is attempt 1), else the first
+    failed attempt at that task id in any given trajectory (solved or not). Failed replies
+    are normalized too when they hold an answer, so a pair differs in content rather than
+    layout; otherwise the raw reply is kept. Attempts with a provider error or an empty
+    reply never serve. Tasks with no usable failure give no pair. Dedup, cap and leakage
+    as in :func:`sft_rows`.
+    """
+    trajectories = list(trajectories)
+    failures: dict[str, list[tuple[str, str]]] = {}  # task id -> [(trajectory id, reply)]
+    for t in trajectories:
+        for attempt in t.attempts:
+            if not attempt.verdict.passed and attempt.error is None and attempt.reply.strip():
+                failures.setdefault(t.task.id, []).append((t.id, _rejected_text(t.task, attempt)))
+    rows: list[Row] = []
+    for row in _sft_candidates(trajectories):
+        chosen = row["completion"][0]["content"]
+        own = [f for f in failures.get(row["task_id"], []) if f[0] == row["trajectory_id"]]
+        others = [f for f in failures.get(row["task_id"], []) if f[0] != row["trajectory_id"]]
+        rejected = next((f for f in own + others if f[1].strip() != chosen.strip()), None)
+        if rejected is None:
+            continue
+        rows.append({
+            "prompt": row["prompt"],
+            "chosen": row["completion"],
+            "rejected": _assistant(rejected[1]),
+            "trajectory_id": row["trajectory_id"],
+            "rejected_trajectory_id": rejected[0],
+            "task_id": row["task_id"],
+            "family": row["family"],
+            "_task": row["_task"],
+        })
+    return _finish(rows, eval_hashes, max_per_family, seed)
+
+
+def _sft_candidates(trajectories: Iterable[Trajectory]) -> list[Row]:
+    """Deduplicated SFT rows in input order, each with a private ``_task`` column."""
+    rows: list[Row] = []
+    seen_tasks: set[str] = set()
+    seen_pairs: set[tuple[str, str, str]] = set()
+    for t in trajectories:
+        attempt = verified_attempt(t)
+        if attempt is None or t.task.id in seen_tasks:
+            continue
+        completion = normalize_reply(attempt.reply, t.task.answer_format, attempt.answer)
+        if completion is None:
+            continue
+        pair = (prompt_hash(t.task.prompt), t.task.answer_format, completion)
+        if pair in seen_pairs:
+            continue
+        seen_tasks.add(t.task.id)
+        seen_pairs.add(pair)
+        rows.append({
+            "prompt": _prompt(t.task),
+            "completion": _assistant(completion),
+            "trajectory_id": t.id,
+            "task_id": t.task.id,
+            "family": t.task.family,
+            "_task": t.task,
+        })
+    return rows
+
+
+def build_rows(
+    trajectories: Iterable[Trajectory],
+    method: DatasetMethod = "sft",
+    *,
+    eval_hashes: Collection[str] = (),
+    max_per_family: int | None = None,
+    seed: int = 0,
+) -> list[Row]:
+    """Rows for ``method``: SFT rows, DPO pairs, or (``sft+dpo``) SFT rows followed by
+    DPO pairs in one list, which is what ``train_lora(method="sft+dpo")`` reads."""
+    trajectories = list(trajectories)
+    kwargs = {"eval_hashes": eval_hashes, "max_per_family": max_per_family, "seed": seed}
+    if method == "sft":
+        return sft_rows(trajectories, **kwargs)
+    if method == "dpo":
+        return dpo_rows(trajectories, **kwargs)
+    if method == "sft+dpo":
+        return sft_rows(trajectories, **kwargs) + dpo_rows(trajectories, **kwargs)
+    raise ConfigError(f"unknown distillation method {method!r}: use sft, dpo or sft+dpo")
+
+
+def _rejected_text(task: Task, attempt: Attempt) -> str:
+    normalized = normalize_reply(attempt.reply, task.answer_format)
+    return normalized if normalized is not None else attempt.reply.strip()
+
+
+def _finish(
+    rows: list[Row], eval_hashes: Collection[str], max_per_family: int | None, seed: int
+) -> list[Row]:
+    """Apply the family cap, check leakage, and drop the private ``_task`` column."""
+    if max_per_family is not None:
+        if max_per_family < 1:
+            raise ConfigError(f"max_per_family must be at least 1 (got {max_per_family})")
+        rows = _cap_per_family(rows, max_per_family, seed)
+    check_leakage([row["_task"] for row in rows], eval_hashes)
+    return [{k: v for k, v in row.items() if k != "_task"} for row in rows]
+
+
+def _cap_per_family(rows: list[Row], cap: int, seed: int) -> list[Row]:
+    """Keep ``cap`` rows per family: the ones whose seeded task-id hash sorts first, so
+    the choice depends on neither input order nor Python's hash seed. Kept rows stay in
+    input order."""
+    def rank(row: Row) -> str:
+        return hashlib.sha256(f"{seed}:{row['task_id']}".encode()).hexdigest()
+
+    keep: set[int] = set()
+    by_family: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_family.setdefault(row["family"], []).append(i)
+    for indices in by_family.values():
+        keep.update(sorted(indices, key=lambda i: rank(rows[i]))[:cap])
+    return [row for i, row in enumerate(rows) if i in keep]
+
+
+# -- files and manifests -----------------------------------------------------------------
+
+
+class DatasetManifest(BaseModel):
+    """What a dataset file holds and where it came from; stored with every adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: DatasetMethod
+    """``sft`` (prompt-completion rows), ``dpo`` (preference pairs) or ``sft+dpo`` (both)."""
+    path: str
+    """The JSONL file as written (absolute)."""
+    sha256: str
+    """sha256 of the file's bytes; equal content gives an equal hash."""
+    rows: int
+    sft_rows: int = 0
+    dpo_rows: int = 0
+    trajectory_ids: list[str]
+    """Every trajectory a row came from (chosen and rejected), sorted, unique."""
+    task_ids: list[str]
+    """Every task id in the file, sorted, unique."""
+    counts_per_family: dict[str, int]
+    """Rows per task family."""
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+def row_kind(row: Row) -> Literal["sft", "dpo"]:
+    """``dpo`` for a preference pair, ``sft`` for a prompt-completion row; anything else
+    is ``ConfigError`` (the file was not written by ``write_dataset``)."""
+    if "chosen" in row and "rejected" in row and "prompt" in row:
+        return "dpo"
+    if "completion" in row and "prompt" in row:
+        return "sft"
+    raise ConfigError(
+        f"dataset row with keys {sorted(row)} is neither prompt-completion nor a preference "
+        "pair; rebuild the dataset with `selftaught distill`"
+    )
+
+
+def serialize_rows(rows: Sequence[Row]) -> bytes:
+    """The JSONL bytes for ``rows``: one compact JSON object per line, keys sorted, so
+    equal rows always give equal bytes (and an equal manifest hash)."""
+    lines = [
+        json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":")) for row in rows
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
+def write_dataset(rows: Sequence[Row], path: Path | str) -> DatasetManifest:
+    """Write ``rows`` as JSONL at ``path`` atomically (temp file + rename: a crash leaves
+    the old file or the new one, never half of one) and return its manifest. The method
+    is inferred from the rows. No rows is ``ConfigError``: there is nothing to train on."""
+    if not rows:
+        raise ConfigError(
+            "no training examples: no verified trajectories (or, for DPO, no failed attempts "
+            "beside them) survived filtering. Run `selftaught run TASKS` to collect some first."
+        )
+    kinds = Counter(row_kind(row) for row in rows)
+    method: DatasetMethod = "sft+dpo" if len(kinds) == 2 else next(iter(kinds))
+    path = Path(path).expanduser().resolve()
+    data = serialize_rows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a dataset is not a secret
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    id_keys = ("trajectory_id", "rejected_trajectory_id")
+    ids = {row[key] for row in rows for key in id_keys if row.get(key)}
+    return DatasetManifest(
+        method=method,
+        path=str(path),
+        sha256=hashlib.sha256(data).hexdigest(),
+        rows=len(rows),
+        sft_rows=kinds.get("sft", 0),
+        dpo_rows=kinds.get("dpo", 0),
+        trajectory_ids=sorted(ids),
+        task_ids=sorted({row["task_id"] for row in rows if row.get("task_id")}),
+        counts_per_family=_family_counts(rows),
+    )
+
+
+def _family_counts(rows: Sequence[Row]) -> dict[str, int]:
+    return dict(sorted(Counter(row.get("family", "default") for row in rows).items()))
+
+
+def read_dataset(path: Path | str) -> list[Row]:
+    """The rows of a JSONL dataset file; a missing or damaged file is ``ConfigError``."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read dataset {path}: {exc}; build one with `selftaught distill`"
+        ) from exc
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(
+                f"dataset {path} line {number} is not JSON ({exc}); rebuild it"
+            ) from exc
+        if not isinstance(row, dict):
+            raise ConfigError(f"dataset {path} line {number} is not a JSON object; rebuild it")
+        row_kind(row)
+        rows.append(row)
+    return rows

@@ -1,0 +1,501 @@
+"""LoRA training on a dataset from ``finetune.dataset``, through TRL.
+
+``train_lora`` runs TRL's ``SFTTrainer`` (prompt-completion rows: the loss covers only
+the completion tokens, TRL's default for that format), ``DPOTrainer`` (preference
+pairs), or both in turn (``sft+dpo``: DPO starts from the SFT adapter and uses it as its
+reference). LoRA goes on every linear layer by default (peft's ``"all-linear"``).
+
+Guarantees:
+
+* An adapter directory appears only when training finished: everything is written under
+  ``.<out_dir name>.partial`` beside ``out_dir`` and renamed at the end, so Ctrl-C or an
+  exception mid-training leaves no adapter (and the partial directory is removed).
+* No checkpoints, no hub, no experiment trackers (``save_strategy="no"``,
+  ``report_to="none"``); nothing is downloaded (``local_files_only``) and nothing is
+  sent (hub offline mode and telemetry opt-out are set for the process: TRL pings the
+  hub when a trainer is built).
+* Device is chosen automatically (cuda, then mps, then cpu); bf16 only on a CUDA device
+  that supports it (on CPUs without bf16 units it is slower than fp32).
+* Progress is transformers' own tqdm bar; stdout is redirected to stderr while
+  training, so a ``--json`` caller's stdout stays clean.
+
+Several GPUs: the same entry point runs under accelerate (data parallel; every process
+loads the base, the main process writes the adapter)::
+
+    accelerate launch --multi_gpu --num_processes 4 -m finetune.train \\
+        --base local/smollm2 --data data.jsonl --out adapters/new --method sft
+
+``torchrun --nproc_per_node 4 -m finetune.train ...`` works the same way.
+``batch_size`` is per device, so the effective batch is ``batch_size * grad_accum * GPUs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from errors import ConfigError
+from finetune.dataset import Row, read_dataset, row_kind
+
+Method = Literal["sft", "dpo", "sft+dpo"]
+METHODS: tuple[str, ...] = ("sft", "dpo", "sft+dpo")
+
+
+class TrainConfig(BaseModel):
+    """LoRA and optimizer settings for one training run."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    lora_r: int = Field(16, ge=1)
+    """LoRA rank."""
+    lora_alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator (the update is scaled by ``lora_alpha / lora_r``)."""
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the LoRA branch during training."""
+    target_modules: str | list[str] = "all-linear"
+    """Modules that get LoRA: ``"all-linear"`` (every linear layer but the output head)
+    or a list of module names such as ``["q_proj", "v_proj"]``."""
+    learning_rate: float = Field(2e-4, gt=0.0)
+    """Peak learning rate for SFT (linear decay to zero)."""
+    dpo_learning_rate: float = Field(5e-5, gt=0.0)
+    """Peak learning rate for DPO; lower than SFT because DPO pushes on log-ratios."""
+    epochs: float = Field(3.0, gt=0.0)
+    """Passes over the dataset (per stage)."""
+    max_steps: int | None = Field(None, ge=1)
+    """Stop after this many optimizer steps (overrides ``epochs``); for smoke tests."""
+    batch_size: int = Field(8, ge=1)
+    """Examples per device per forward pass."""
+    grad_accum: int = Field(1, ge=1)
+    """Forward passes per optimizer step."""
+    max_length: int = Field(512, ge=8)
+    """Tokens per example (prompt + completion); longer examples are cut at the end."""
+    seed: int = 0
+    """Seed for LoRA initialization and data order."""
+    dpo_beta: float = Field(0.1, gt=0.0)
+    """DPO's beta: how far the policy may move from the reference."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~20-30% slower. Worth it
+    only for models that do not fit otherwise."""
+    logging_steps: int = Field(10, ge=1)
+    """Optimizer steps between loss reports on the progress bar."""
+
+
+class StageResult(BaseModel):
+    """One trainer run (SFT or DPO)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Literal["sft", "dpo"]
+    examples: int
+    steps: int
+    epochs: float
+    tokens: int
+    """Tokens processed: dataset tokens (DPO: prompt twice + chosen + rejected) x epochs."""
+    seconds: float
+    """Training-loop seconds as the trainer measured them (excludes loading)."""
+    tokens_per_s: float
+    loss: float
+    """The last logged training loss (the mean over the run when nothing was logged)."""
+    mean_loss: float
+    """Mean training loss over the whole run."""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """The trainer's last log entry (e.g. DPO's ``rewards/accuracies``)."""
+
+
+class TrainResult(BaseModel):
+    """What ``train_lora`` produced."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter_dir: str
+    """The finished PEFT adapter directory (adapter_config.json + adapter_model.safetensors)."""
+    base: str
+    """The base model directory the adapter applies to."""
+    method: Method
+    device: str
+    bf16: bool
+    hyper: TrainConfig
+    stages: list[StageResult]
+    loss: float
+    """The final stage's last logged loss."""
+    tokens: int
+    seconds: float
+    tokens_per_s: float
+    """All stages' tokens over all stages' training seconds."""
+
+
+# -- base models ---------------------------------------------------------------------------
+
+
+def resolve_base(model_id: str) -> Path:
+    """A Hugging Face model directory for a ``local/...`` model id: the directory itself,
+    or the converted copy of a GGUF file (converted once per machine, then cached).
+    Any other id is ``ConfigError``: training needs the weights on this machine."""
+    from agents.local.resolve import is_local, resolve_local_model
+
+    if not is_local(model_id):
+        raise ConfigError(
+            f"distillation needs local weights: {model_id!r} is not a local model. Train on "
+            "`local/smollm2` or `local/PATH` (a Hugging Face model directory on disk)."
+        )
+    source = resolve_local_model(model_id)
+    if source.kind == "hf":
+        return source.path
+    from agents.local.cache import ensure_converted
+
+    return ensure_converted(source.path)
+
+
+def _base_dir(base: str | Path) -> Path:
+    if isinstance(base, str) and base.startswith("local/"):
+        return resolve_base(base)
+    path = Path(base).expanduser().resolve()
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"base model {base}: {path} is not a Hugging Face model directory (no config.json). "
+            "Pass a model id such as `local/smollm2` or a directory with config.json."
+        )
+    return path
+
+
+def _stay_offline() -> None:
+    """Keep training off the network: TRL's trainers send a usage ping to the Hugging
+    Face Hub on construction, and the hub client fetches an "agent registry" for its
+    user-agent header. selftaught never talks to the hub, so hub offline mode and
+    telemetry opt-out are set for this process (and inherited by workers)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from huggingface_hub import constants
+
+    # The hub reads these once at import; set the live values too.
+    constants.HF_HUB_OFFLINE = True
+    constants.HF_HUB_DISABLE_TELEMETRY = True
+
+
+def pick_device() -> str:
+    """``cuda`` when a GPU is visible, else ``mps`` (Apple), else ``cpu``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _bf16_ok(device: str) -> bool:
+    import torch
+
+    return device == "cuda" and torch.cuda.is_bf16_supported()
+
+
+# -- the entry point -------------------------------------------------------------------------
+
+
+def train_lora(
+    base: str | Path,
+    dataset_path: str | Path,
+    out_dir: str | Path,
+    *,
+    method: Method = "sft",
+    hyper: TrainConfig | None = None,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train a LoRA adapter on ``base`` (a model directory or ``local/...`` id) from the
+    JSONL rows at ``dataset_path`` and leave it at ``out_dir`` (which must not exist).
+
+    ``sft`` trains on prompt-completion rows (or, when the file has only pairs, on each
+    pair's prompt and chosen reply); ``dpo`` on preference pairs; ``sft+dpo`` does SFT,
+    then DPO from the SFT adapter. ``callbacks`` are ``transformers.TrainerCallback``s
+    added to every trainer. Raises ``ConfigError`` for a bad method, base, dataset or an
+    existing ``out_dir``; on any exception or Ctrl-C nothing is left at ``out_dir``.
+    """
+    hyper = hyper or TrainConfig()
+    if method not in METHODS:
+        raise ConfigError(f"unknown training method {method!r}: use one of {', '.join(METHODS)}")
+    base_dir = _base_dir(base)
+    out_dir = Path(out_dir).expanduser().resolve()
+    if out_dir.exists():
+        raise ConfigError(f"{out_dir} already exists; choose another adapter name or remove it")
+    sft, dpo = split_rows(read_dataset(dataset_path), method)
+    _stay_offline()
+
+    from accelerate import PartialState
+
+    state = PartialState()
+    partial = out_dir.parent / f".{out_dir.name}.partial"
+    if state.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)  # left by a killed run
+        partial.mkdir(parents=True)
+    state.wait_for_everyone()
+    device = pick_device()
+    bf16 = _bf16_ok(device)
+    stages: list[StageResult] = []
+    try:
+        # Trainer logs go through tqdm.write (stdout); keep stdout for callers' results.
+        with contextlib.redirect_stdout(sys.stderr):
+            start_from = None
+            if sft:
+                stages.append(
+                    _train_sft(base_dir, sft, partial / "sft", hyper, device, bf16, callbacks)
+                )
+                start_from = partial / "sft"
+            if dpo:
+                stages.append(_train_dpo(
+                    base_dir, dpo, partial / "dpo", hyper, device, bf16, callbacks, start_from
+                ))
+                start_from = partial / "dpo"
+        if state.is_main_process:
+            os.rename(start_from, out_dir)  # same parent: atomic; the adapter appears whole
+        state.wait_for_everyone()
+    finally:
+        if state.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+    tokens = sum(s.tokens for s in stages)
+    seconds = sum(s.seconds for s in stages)
+    return TrainResult(
+        adapter_dir=str(out_dir), base=str(base_dir), method=method, device=device, bf16=bf16,
+        hyper=hyper, stages=stages, loss=stages[-1].loss, tokens=tokens, seconds=seconds,
+        tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
+    )
+
+
+def split_rows(rows: list[Row], method: Method) -> tuple[list[Row], list[Row]]:
+    """(SFT rows, DPO rows) that ``method`` trains on, metadata columns dropped.
+
+    ``sft`` without prompt-completion rows falls back to the pairs' chosen replies.
+    A method whose rows are missing is ``ConfigError``."""
+    sft = [
+        {"prompt": r["prompt"], "completion": r["completion"]} for r in rows if row_kind(r) == "sft"
+    ]
+    pairs = [
+        {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
+        for r in rows if row_kind(r) == "dpo"
+    ]
+    if method in ("sft", "sft+dpo") and not sft:
+        sft = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs]
+    if method in ("dpo", "sft+dpo") and not pairs:
+        raise ConfigError(
+            f"method {method} needs preference pairs but the dataset has none (no failed attempt "
+            "beside a verified one); build it with `--method dpo` or `sft+dpo`, or train with sft"
+        )
+    if not (sft or pairs):
+        raise ConfigError("the dataset is empty; build it with `selftaught distill`")
+    return (sft if method != "dpo" else []), (pairs if method != "sft" else [])
+
+
+# -- one stage each --------------------------------------------------------------------------
+
+
+def _load(base_dir: Path, bf16: bool):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            f"base model {base_dir} has no chat template; conversational training needs one "
+            "(use an instruction-tuned model)"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        base_dir, dtype=torch.bfloat16 if bf16 else torch.float32, local_files_only=True
+    )
+    return model, tokenizer
+
+
+def _lora_config(hyper: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=hyper.lora_r, lora_alpha=hyper.lora_alpha, lora_dropout=hyper.lora_dropout,
+        target_modules=hyper.target_modules, bias="none", task_type="CAUSAL_LM",
+    )
+
+
+def _trainer_args(hyper: TrainConfig, work: Path, device: str, bf16: bool, lr: float) -> dict:
+    return dict(
+        output_dir=str(work),
+        num_train_epochs=hyper.epochs,
+        max_steps=hyper.max_steps or -1,
+        per_device_train_batch_size=hyper.batch_size,
+        gradient_accumulation_steps=hyper.grad_accum,
+        learning_rate=lr,
+        max_length=hyper.max_length,
+        seed=hyper.seed,
+        data_seed=hyper.seed,
+        bf16=bf16,
+        fp16=False,
+        use_cpu=device == "cpu",
+        **_checkpointing(hyper.gradient_checkpointing),
+        logging_steps=hyper.logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        push_to_hub=False,
+        dataloader_pin_memory=device == "cuda",
+    )
+
+
+def _checkpointing(enabled: bool) -> dict:
+    """transformers 5 renamed gradient checkpointing to activation checkpointing (the old
+    name warns); TRL defaults it to on, so it is always set explicitly."""
+    from transformers import TrainingArguments
+
+    if "activation_checkpointing" in TrainingArguments.__dataclass_fields__:
+        return {"activation_checkpointing": enabled}
+    return {"gradient_checkpointing": enabled}
+
+
+def _train_sft(base_dir, rows, save_dir, hyper, device, bf16, callbacks) -> StageResult:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tokenizer = _load(base_dir, bf16)
+    args = SFTConfig(
+        **_trainer_args(hyper, save_dir.parent / "work-sft", device, bf16, hyper.learning_rate),
+        completion_only_loss=True,  # TRL's default for prompt-completion; stated, not assumed
+    )
+    trainer = _lean_sft_trainer(SFTTrainer)(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+        peft_config=_lora_config(hyper), callbacks=list(callbacks),
+    )
+    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    return _run("sft", trainer, save_dir, tokens)
+
+
+def _lean_sft_trainer(base: type) -> type:
+    """``SFTTrainer`` computing the loss with transformers' plain causal-LM loss on
+    devices where TRL's fused LM head has no Triton kernel (CPU, MPS).
+
+    Off Triton, the fused head scores every position (prompt included) in chunks and
+    recomputes them in the backward pass: on the 2-core CPU a SmolLM2 step took ~1.4x
+    as long as with the plain loss. The labels are the same (TRL masks the prompt with
+    -100 when it tokenizes), so the loss is the same; only TRL's entropy and token
+    accuracy metrics are not logged there."""
+    from transformers import Trainer
+
+    class LeanSFTTrainer(base):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.accelerator.device.type in ("cuda", "xpu"):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return LeanSFTTrainer
+
+
+def _train_dpo(base_dir, rows, save_dir, hyper, device, bf16, callbacks, start_from) -> StageResult:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    model, tokenizer = _load(base_dir, bf16)
+    peft_config = _lora_config(hyper)
+    if start_from is not None:
+        from peft import PeftModel
+
+        # DPOTrainer copies this adapter into a frozen "ref" adapter: the SFT model is
+        # both the starting point and the reference.
+        model = PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
+        peft_config = None
+    args = DPOConfig(
+        **_trainer_args(hyper, save_dir.parent / "work-dpo", device, bf16, hyper.dpo_learning_rate),
+        beta=hyper.dpo_beta,
+    )
+    trainer = DPOTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+        peft_config=peft_config, callbacks=list(callbacks),
+    )
+    data = trainer.train_dataset
+    columns = zip(data["prompt_ids"], data["chosen_ids"], data["rejected_ids"], strict=True)
+    tokens = sum(2 * len(p) + len(c) + len(r) for p, c, r in columns)
+    return _run("dpo", trainer, save_dir, tokens)
+
+
+def _run(stage: Literal["sft", "dpo"], trainer, save_dir: Path, dataset_tokens: int) -> StageResult:
+    """Train, save the "default" adapter only (not DPO's "ref" copy) to ``save_dir``."""
+    output = trainer.train()
+    # Collective under DeepSpeed/FSDP (every rank must call it); a plain dict otherwise.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    if trainer.accelerator.is_main_process:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.save_pretrained(str(save_dir), state_dict=state_dict, selected_adapters=["default"])
+    trainer.accelerator.wait_for_everyone()
+    epochs = float(trainer.state.epoch or 0.0)
+    seconds = float(output.metrics.get("train_runtime", 0.0))
+    tokens = int(round(dataset_tokens * epochs))
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    last = logged[-1] if logged else {}
+    return StageResult(
+        stage=stage,
+        examples=len(trainer.train_dataset),
+        steps=int(trainer.state.global_step),
+        epochs=epochs,
+        tokens=tokens,
+        seconds=seconds,
+        tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
+        loss=float(last.get("loss", output.training_loss)),
+        mean_loss=float(output.training_loss),
+        metrics={k: float(v) for k, v in last.items() if isinstance(v, int | float)},
+    )
+
+
+# -- command line (also the accelerate / torchrun entry point) ------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m finetune.train --base B --data D --out O [--method M] [--lora-r 8 ...]``
+    (one flag per ``TrainConfig`` field); prints the ``TrainResult`` as JSON on stdout
+    (main process only). Exit 2 on ``ConfigError``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune.train", description="Train a LoRA adapter with TRL."
+    )
+    parser.add_argument("--base", required=True, help="local/smollm2, local/PATH or a model dir")
+    parser.add_argument("--data", required=True, help="JSONL dataset from finetune.dataset")
+    parser.add_argument("--out", required=True, help="adapter directory to create")
+    parser.add_argument("--method", choices=METHODS, default="sft")
+    for name, field in TrainConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "target_modules":
+            parser.add_argument(flag, nargs="+", help=field.description)
+        elif field.annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=field.description)
+        else:
+            kind = float if field.annotation is float else int
+            parser.add_argument(flag, type=kind, help=field.description)
+    args = parser.parse_args(argv)
+    overrides = {
+        n: getattr(args, n) for n in TrainConfig.model_fields if getattr(args, n) is not None
+    }
+    if overrides.get("target_modules") == ["all-linear"]:
+        overrides["target_modules"] = "all-linear"
+    try:
+        hyper = TrainConfig(**overrides)
+    except ValidationError as exc:
+        print(f"error: invalid training setting: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = train_lora(args.base, args.data, args.out, method=args.method, hyper=hyper)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

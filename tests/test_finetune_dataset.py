@@ -1,0 +1,207 @@
+"""Datasets from trajectories: verified-only, evaluation format, dedup, caps, leakage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.prompts import generator_messages
+from critics.extract import extract_answer
+from errors import ConfigError
+from finetune.dataset import (
+    DatasetManifest,
+    build_rows,
+    dpo_rows,
+    normalize_reply,
+    prompt_hash,
+    prompt_hashes,
+    read_dataset,
+    sft_rows,
+    write_dataset,
+)
+from memory.records import Attempt, Hint, Task, Trajectory, Verdict, VerifierSpec
+
+PASS = Verdict(passed=True, score=1.0)
+FAIL = Verdict(passed=False, score=0.0, feedback="wrong")
+
+
+def task(i: int, family: str = "add", prompt: str | None = None, fmt: str = "short") -> Task:
+    return Task(
+        id=f"t{i}", prompt=prompt or f"What is {i} + 3?", family=family, answer_format=fmt,
+        verifier=VerifierSpec(type="exact", params={"expected": str(i + 3)}),
+    )
+
+
+def attempt(index: int, reply: str, answer: str, verdict: Verdict, **extra) -> Attempt:
+    return Attempt(index=index, messages=[{"role": "user", "content": "x"}], reply=reply,
+                   answer=answer, verdict=verdict, model="local/smollm2", **extra)
+
+
+def trajectory(t: Task, attempts: list[Attempt], outcome: str = "solved", tid: str | None = None):
+    extra = {"id": tid} if tid else {}
+    return Trajectory(run_id="r1", task=t, attempts=attempts, outcome=outcome,
+                      hint_policy="critique", generator_model="local/smollm2",
+                      critic_model="local/smollm2", hint_model="local/smollm2",
+                      stop_reason="verified" if outcome == "solved" else "max_attempts", **extra)
+
+
+def hinted(i: int, family: str = "add", tid: str | None = None) -> Trajectory:
+    """Wrong first, then right after a hint: the case distillation exists for."""
+    t = task(i, family)
+    hint = Hint(text="Add the ones digits first.", source="model", author="m", policy="critique")
+    return trajectory(t, [
+        attempt(1, f"It is {i + 4}.\nAnswer: {i + 4}", str(i + 4), FAIL, hint=hint),
+        attempt(2, f"{i} + 3 = {i + 3}\nAnswer: {i + 3}\nHope that helps!", str(i + 3), PASS),
+    ], tid=tid)
+
+
+def test_sft_rows_use_the_evaluation_prompt_and_the_verified_reply():
+    rows = sft_rows([hinted(1, tid="traj-1")])
+    assert len(rows) == 1
+    row = rows[0]
+    # Exactly what the generator sees at evaluation: no lessons, no history, no hint.
+    assert row["prompt"] == generator_messages(task(1))
+    assert "hint" not in json.dumps(row["prompt"]).lower()
+    assert row["completion"] == [{"role": "assistant", "content": "1 + 3 = 4\nAnswer: 4"}]
+    assert (row["trajectory_id"], row["task_id"], row["family"]) == ("traj-1", "t1", "add")
+
+
+def test_only_verified_trajectories_become_examples():
+    unsolved = trajectory(task(2), [attempt(1, "Answer: 9", "9", FAIL)], outcome="unsolved")
+    errored = trajectory(task(3), [attempt(1, "", "", PASS, error="provider down")])
+    lying = trajectory(task(4), [attempt(1, "Answer: 9", "9", FAIL)])  # "solved", no pass
+    rows = sft_rows([unsolved, errored, lying, hinted(5)])
+    assert [r["task_id"] for r in rows] == ["t5"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer", "expected"),
+    [
+        ("3 + 4 = 7\nAnswer: 7", "7", "3 + 4 = 7\nAnswer: 7"),
+        # An earlier answer line goes, and so does the chatter after the last one.
+        ("Answer: 6\nWait, 3 + 4 = 7.\n**Final answer:** 7\nmore chatter", "7",
+         "Wait, 3 + 4 = 7.\nAnswer: 7"),
+        ("The correct answer is 7.", "7", "The correct answer is 7.\nAnswer: 7"),
+        ("7", "7", "Answer: 7"),
+        ("#### 7", "7", "Answer: 7"),
+    ],
+)
+def test_short_replies_end_with_exactly_one_answer_line(reply, answer, expected):
+    text = normalize_reply(reply, "short", answer)
+    assert text == expected
+    assert sum(line.lower().startswith("answer") for line in text.splitlines()) == 1
+    assert text.splitlines()[-1] == f"Answer: {answer}"
+    assert extract_answer(text, "short") == answer
+
+
+def test_code_replies_become_one_python_block():
+    reply = "Here you go:\n```python\ndef f(x):\n    return x + 1\n```\nThis adds one."
+    text = normalize_reply(reply, "code", extract_answer(reply, "code"))
+    assert text == "```python\ndef f(x):\n    return x + 1\n```"
+    assert extract_answer(text, "code") == "def f(x):\n    return x + 1"
+    t = task(7, fmt="code", prompt="Write f(x) returning x + 1.")
+    rows = sft_rows([trajectory(t, [attempt(1, reply, "def f(x):\n    return x + 1", PASS)])])
+    assert rows[0]["completion"][0]["content"] == text
+    assert rows[0]["prompt"][0]["content"].startswith("You write Python")
+
+
+def test_replies_without_an_answer_are_skipped():
+    assert normalize_reply("", "short", "") is None
+    assert normalize_reply("no code here", "code", "") is None
+
+
+def test_dedup_by_task_id_and_by_prompt_and_completion():
+    first, again = hinted(1, tid="first"), hinted(1, tid="again")
+    # A different id with the same prompt and the same verified reply: one example.
+    twin = trajectory(task(99, prompt="What is 1 + 3?"),
+                      [attempt(1, "1 + 3 = 4\nAnswer: 4", "4", PASS)], tid="twin")
+    rows = sft_rows([first, again, twin, hinted(2)])
+    assert [r["task_id"] for r in rows] == ["t1", "t2"]
+    assert rows[0]["trajectory_id"] == "first"  # the first in input order is kept
+
+
+def test_family_cap_is_deterministic_and_independent_of_order():
+    trajectories = [hinted(i, "big") for i in range(20)]
+    trajectories += [hinted(100 + i, "small") for i in range(3)]
+    rows = sft_rows(trajectories, max_per_family=5)
+    counts = {f: sum(r["family"] == f for r in rows) for f in ("big", "small")}
+    assert counts == {"big": 5, "small": 3}
+    again = sft_rows(list(reversed(trajectories)), max_per_family=5)
+    assert {r["task_id"] for r in again} == {r["task_id"] for r in rows}
+    other_seed = sft_rows(trajectories, max_per_family=5, seed=1)
+    assert {r["task_id"] for r in other_seed} != {r["task_id"] for r in rows}
+    with pytest.raises(ConfigError):
+        sft_rows(trajectories, max_per_family=0)
+
+
+def test_leakage_is_refused_naming_the_overlap():
+    trajectories = [hinted(i) for i in range(5)]
+    # Same prompts as t1 and t3 up to case and whitespace: still the same question.
+    holdout = [task(50, prompt="what  is 1 +\n3?"), task(51, prompt="WHAT IS 3 + 3?"),
+               task(52, prompt="something else")]
+    assert prompt_hash("What is 1 + 3?") == prompt_hash("  what IS 1\t+ 3? ")
+    assert prompt_hash("What is 1 + 3?") != prompt_hash("What is 1 + 4?")
+    with pytest.raises(ConfigError) as err:
+        sft_rows(trajectories, eval_hashes=prompt_hashes(holdout))
+    message = str(err.value)
+    assert "2 training task(s)" in message and "t1" in message and "t3" in message
+    assert "t2" not in message
+    with pytest.raises(ConfigError):
+        dpo_rows(trajectories, eval_hashes=prompt_hashes(holdout))
+    assert len(sft_rows(trajectories, eval_hashes=prompt_hashes([task(60, prompt="other")]))) == 5
+
+
+def test_dpo_pairs_prefer_the_verified_reply_over_a_failed_one():
+    rows = dpo_rows([hinted(1)])
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["prompt"] == generator_messages(task(1))
+    assert row["chosen"] == [{"role": "assistant", "content": "1 + 3 = 4\nAnswer: 4"}]
+    assert row["rejected"] == [{"role": "assistant", "content": "It is 5.\nAnswer: 5"}]
+    assert row["rejected_trajectory_id"] == row["trajectory_id"]
+
+
+def test_dpo_takes_failures_from_other_trajectories_and_skips_tasks_without_any():
+    solved_first_try = trajectory(task(1), [attempt(1, "Answer: 4", "4", PASS)], tid="good")
+    earlier_failure = trajectory(task(1), [attempt(1, "Answer: 8", "8", FAIL)],
+                                 outcome="unsolved", tid="bad")
+    same_as_chosen = trajectory(task(2), [attempt(1, "Answer: 5", "5", FAIL),
+                                          attempt(2, "Answer: 5", "5", PASS)])
+    rows = dpo_rows([solved_first_try, earlier_failure, same_as_chosen])
+    assert [(r["task_id"], r["rejected_trajectory_id"]) for r in rows] == [("t1", "bad")]
+    assert rows[0]["rejected"][0]["content"] == "Answer: 8"
+
+
+def test_build_rows_for_sft_plus_dpo_holds_both_kinds():
+    rows = build_rows([hinted(1), hinted(2)], "sft+dpo")
+    assert sum("completion" in r for r in rows) == 2 and sum("chosen" in r for r in rows) == 2
+    with pytest.raises(ConfigError):
+        build_rows([hinted(1)], "ppo")
+
+
+def test_write_dataset_is_atomic_and_its_hash_is_stable(tmp_path):
+    rows = build_rows([hinted(1, tid="a"), hinted(2, "mul", tid="b")], "sft+dpo")
+    first = write_dataset(rows, tmp_path / "one.jsonl")
+    second = write_dataset(list(rows), tmp_path / "two.jsonl")
+    assert isinstance(first, DatasetManifest)
+    assert first.sha256 == second.sha256 and first.created_at <= second.created_at
+    assert (first.method, first.rows, first.sft_rows, first.dpo_rows) == ("sft+dpo", 4, 2, 2)
+    assert first.trajectory_ids == ["a", "b"] and first.task_ids == ["t1", "t2"]
+    assert first.counts_per_family == {"add": 2, "mul": 2}
+    assert read_dataset(tmp_path / "one.jsonl") == json.loads(json.dumps(rows))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.jsonl", "two.jsonl"]
+    changed = write_dataset(rows[:1], tmp_path / "one.jsonl")
+    assert changed.sha256 != first.sha256 and changed.method == "sft"
+    DatasetManifest.model_validate_json(first.model_dump_json())  # round-trips
+    with pytest.raises(ConfigError):
+        write_dataset([], tmp_path / "empty.jsonl")
+
+
+def test_read_dataset_rejects_files_it_did_not_write(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hello"}\n')
+    with pytest.raises(ConfigError):
+        read_dataset(bad)
+    with pytest.raises(ConfigError):
+        read_dataset(tmp_path / "missing.jsonl")

@@ -1,0 +1,279 @@
+"""LoRA training through TRL on a tiny model built from a config (CPU, seconds).
+
+The tiny model is a 2-layer Llama with a 32-wide hidden state and a byte-level BPE
+tokenizer trained here on the prompts, so nothing is downloaded or converted. One test
+(marked ``model``) takes a single step on the real embedded model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from agents.prompts import generator_messages
+from errors import ConfigError
+from finetune.dataset import build_rows, write_dataset
+from finetune.train import TrainConfig, main, resolve_base, train_lora
+from memory.records import Attempt, Task, Trajectory, Verdict, VerifierSpec
+
+torch = pytest.importorskip("torch")
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+QUICK = TrainConfig(max_steps=3, batch_size=4, learning_rate=5e-3, logging_steps=1)
+
+
+def make_task(i: int) -> Task:
+    return Task(id=f"add/{i}", prompt=f"What is {i} + {i + 7}?", family="add",
+                verifier=VerifierSpec(type="exact", params={"expected": str(2 * i + 7)}))
+
+
+def make_trajectory(i: int) -> Trajectory:
+    right, wrong = 2 * i + 7, 2 * i + 8
+    attempts = [
+        Attempt(index=1, messages=[], reply=f"Maybe {wrong}.\nAnswer: {wrong}", answer=str(wrong),
+                verdict=Verdict(passed=False, score=0.0), model="m"),
+        Attempt(index=2, messages=[], reply=f"{i} + {i + 7} = {right}\nAnswer: {right}",
+                answer=str(right), verdict=Verdict(passed=True, score=1.0), model="m"),
+    ]
+    return Trajectory(run_id="r", task=make_task(i), attempts=attempts, outcome="solved",
+                      hint_policy="critique", generator_model="m", critic_model="m",
+                      hint_model="m", stop_reason="verified")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Two OpenMP threads on a shared 2-core machine can be 100x slower for tiny ops
+    # (each barrier waits for a descheduled thread); one thread is fast and predictable.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    """A saved tiny Llama + tokenizer with a ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-base")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [m["content"] for i in range(40) for m in generator_messages(make_task(i))]
+    corpus += [a.reply for i in range(40) for a in make_trajectory(i).attempts]
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    ))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+        pad_token="<|im_end|>", unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(out)
+    config = LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, vocab_size=len(tokenizer), max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("data")
+    trajectories = [make_trajectory(i) for i in range(16)]
+    paths = {}
+    for method in ("sft", "dpo", "sft+dpo"):
+        paths[method] = root / f"{method}.jsonl"
+        write_dataset(build_rows(trajectories, method), paths[method])
+    return paths
+
+
+class Recorder:
+    """A TrainerCallback that snapshots weights and the first batch."""
+
+    def __init__(self, raise_at_step: int | None = None, error=KeyboardInterrupt):
+        from transformers import TrainerCallback
+
+        self.raise_at_step, self.error = raise_at_step, error
+        self.before: dict = {}
+        self.after: dict = {}
+        self.batch = None
+        recorder = self
+
+        class _Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kw):
+                recorder.before = _snapshot(model)
+                recorder.batch = next(iter(train_dataloader))
+
+            def on_step_end(self, args, state, control, **kw):
+                stop = recorder.raise_at_step
+                if stop is not None and state.global_step >= stop:
+                    raise recorder.error("stop here")
+
+            def on_train_end(self, args, state, control, model=None, **kw):
+                recorder.after = _snapshot(model)
+
+        self.callback = _Callback()
+
+
+def _snapshot(model) -> dict:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def _logits(model, tokenizer):
+    text = tokenizer.apply_chat_template(generator_messages(make_task(3)), tokenize=False,
+                                         add_generation_prompt=True)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+def test_sft_trains_only_lora_weights_on_completions_and_saves_a_working_adapter(
+    tiny_base, datasets, tmp_path
+):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    recorder = Recorder()
+    out = tmp_path / "adapters" / "a0001"
+    result = train_lora(tiny_base, datasets["sft"], out, method="sft", hyper=QUICK,
+                        callbacks=[recorder.callback])
+
+    # LoRA weights moved; every base weight is bit-for-bit what it was.
+    lora = [n for n in recorder.before if "lora_" in n]
+    base = [n for n in recorder.before if "lora_" not in n]
+    assert lora and base
+    assert any(not torch.equal(recorder.before[n], recorder.after[n]) for n in lora)
+    assert all(torch.equal(recorder.before[n], recorder.after[n]) for n in base)
+    assert not any(p.requires_grad for n, p in recorder.after.items() if "lora_" not in n)
+
+    # The loss covers only the completion: the prompt's labels are masked.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    labels = recorder.batch["labels"][0]
+    trained = tokenizer.decode(labels[labels != -100])
+    assert "You solve problems" not in trained and "What is" not in trained
+    assert "Answer:" in trained and trained.rstrip().endswith("<|im_end|>")
+    assert labels[0] == -100
+
+    # A finished adapter directory, nothing partial left beside it.
+    assert result.adapter_dir == str(out) and result.method == "sft"
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in out.iterdir()}
+    assert [p.name for p in out.parent.iterdir()] == ["a0001"]
+    stage = result.stages[0]
+    assert (stage.stage, stage.steps, stage.examples) == ("sft", 3, 16)
+    assert result.tokens > 0 and result.seconds > 0 and result.tokens_per_s > 0
+    assert math.isfinite(result.loss) and result.device == "cpu" and not result.bf16
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == QUICK.lora_r and config["peft_type"] == "LORA"
+    targets = {name.rsplit(".", 1)[-1] for name in config["target_modules"]}
+    assert targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+    # Reloaded with peft, the adapter changes the model's output.
+    plain = AutoModelForCausalLM.from_pretrained(tiny_base)
+    base_logits = _logits(plain, tokenizer)
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), str(out))
+    assert not torch.allclose(base_logits, _logits(adapted, tokenizer))
+    with adapted.disable_adapter():
+        assert torch.allclose(base_logits, _logits(adapted, tokenizer))
+
+
+def test_the_cpu_loss_path_matches_trls_fused_loss(tiny_base, datasets, tmp_path, monkeypatch):
+    from finetune import train as train_module
+
+    hyper = QUICK.model_copy(update={"lora_dropout": 0.0, "grad_accum": 2, "max_steps": 2})
+    lean = train_lora(tiny_base, datasets["sft"], tmp_path / "lean", hyper=hyper)
+    monkeypatch.setattr(train_module, "_lean_sft_trainer", lambda base: base)  # TRL as shipped
+    fused = train_lora(tiny_base, datasets["sft"], tmp_path / "fused", hyper=hyper)
+    assert lean.stages[0].mean_loss == pytest.approx(fused.stages[0].mean_loss, rel=1e-5)
+    assert "entropy" in fused.stages[0].metrics  # TRL's own metrics are only on its path
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_an_interruption_mid_training_leaves_no_adapter(tiny_base, datasets, tmp_path, error):
+    recorder = Recorder(raise_at_step=1, error=error)
+    out = tmp_path / "adapters" / "a0002"
+    with pytest.raises(error):
+        train_lora(tiny_base, datasets["sft"], out, hyper=QUICK, callbacks=[recorder.callback])
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == []  # no .partial directory either
+
+
+def test_sft_then_dpo_starts_from_the_sft_adapter(tiny_base, datasets, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "a0003"
+    hyper = QUICK.model_copy(update={"max_steps": 2})
+    result = train_lora(tiny_base, datasets["sft+dpo"], out, method="sft+dpo", hyper=hyper)
+    assert [s.stage for s in result.stages] == ["sft", "dpo"]
+    dpo = result.stages[1]
+    assert dpo.examples == 16 and dpo.steps == 2 and "rewards/accuracies" in dpo.metrics
+    assert result.tokens == sum(s.tokens for s in result.stages)
+    # Only the trained adapter is saved, not DPO's frozen reference copy.
+    assert not (out / "ref").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a0003"]
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), str(out))
+    assert list(adapted.peft_config) == ["default"]
+
+
+def test_dpo_alone_trains_on_pairs(tiny_base, datasets, tmp_path):
+    hyper = QUICK.model_copy(update={"max_steps": 1, "dpo_learning_rate": 1e-3})
+    result = train_lora(tiny_base, datasets["dpo"], tmp_path / "a0004", method="dpo", hyper=hyper)
+    assert [s.stage for s in result.stages] == ["dpo"] and result.stages[0].steps == 1
+    assert (tmp_path / "a0004" / "adapter_model.safetensors").is_file()
+
+
+def test_bad_requests_are_config_errors_before_any_training(tiny_base, datasets, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    with pytest.raises(ConfigError, match="already exists"):
+        train_lora(tiny_base, datasets["sft"], taken)
+    with pytest.raises(ConfigError, match="unknown training method"):
+        train_lora(tiny_base, datasets["sft"], tmp_path / "x", method="ppo")
+    with pytest.raises(ConfigError, match="preference pairs"):
+        train_lora(tiny_base, datasets["sft"], tmp_path / "x", method="dpo")
+    with pytest.raises(ConfigError, match="not a Hugging Face model directory"):
+        train_lora(tmp_path, datasets["sft"], tmp_path / "x")
+    with pytest.raises(ConfigError, match="distillation needs local weights"):
+        resolve_base("openai/gpt-4o-mini")
+    with pytest.raises(ValidationError):
+        TrainConfig(lora_r=0)
+    with pytest.raises(ValidationError):
+        TrainConfig(unknown_field=1)  # extra="forbid"
+    assert not (tmp_path / "x").exists()
+
+
+def test_command_line_entry_point(tiny_base, datasets, tmp_path, capsys):
+    out = tmp_path / "cli-adapter"
+    args = ["--base", str(tiny_base), "--data", str(datasets["sft"]), "--out", str(out)]
+    code = main(args + ["--max-steps", "1", "--batch-size", "2", "--lora-r", "4",
+                        "--no-gradient-checkpointing"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)  # stdout holds the result and nothing else
+    assert printed["adapter_dir"] == str(out) and printed["hyper"]["lora_r"] == 4
+    assert main(args) == 2  # out exists: ConfigError, exit 2
+    assert main(args[:-1] + [str(tmp_path / "other"), "--lora-r", "0"]) == 2  # invalid setting
+
+
+@pytest.mark.model
+def test_resolve_base_gives_the_embedded_model_and_one_step_trains(datasets, tmp_path):
+    base = resolve_base("local/smollm2")
+    assert (base / "config.json").is_file() and (base / "tokenizer.json").is_file()
+    hyper = TrainConfig(max_steps=1, batch_size=2, max_length=128)
+    result = train_lora("local/smollm2", datasets["sft"], tmp_path / "real", hyper=hyper)
+    assert result.base == str(base) and result.stages[0].steps == 1
+    assert math.isfinite(result.loss) and result.loss < 10
