@@ -154,7 +154,7 @@ def main() -> None:
         "exact_match_before": before["exact_match"], "exact_match_after": after["exact_match"],
         "sample_before": before["sample"], "sample_after": after["sample"],
         "eval_seconds": round(before["seconds"] + after["seconds"], 1),
-        "load_at_start": round(waited, 2),
+        "load_at_start": round(waited, 2), "load_at_end": round(os.getloadavg()[0], 2),
         "python": platform.python_version(), "torch": torch.__version__,
     }
     if args.json:
