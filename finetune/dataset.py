@@ -119,8 +119,8 @@ def normalize_reply(reply: str, answer_format: str, answer: str | None = None) -
     ``short``: the reasoning before the last answer line (other answer lines and any text
     after the last one dropped), then exactly one ``Answer: X`` line, X being ``answer``
     (the verified answer) or else what ``extract_answer`` finds. ``code``: one fenced
-    python block around ``answer`` or the extracted code. The result always extracts
-    back to the same answer.
+    python block around ``answer`` or the extracted code. ``extract_answer`` on the
+    result gives the answer back (up to its own cleaning, e.g. of ``**bold**``).
     """
     if answer_format == "code":
         code = (answer if answer and answer.strip() else extract_answer(reply, "code")).strip("\n")

@@ -258,6 +258,9 @@ def test_bad_requests_are_config_errors_before_any_training(tiny_base, datasets,
 
 
 def test_command_line_entry_point(tiny_base, datasets, tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0 and "--lora-dropout" in capsys.readouterr().out
     out = tmp_path / "cli-adapter"
     args = ["--base", str(tiny_base), "--data", str(datasets["sft"]), "--out", str(out)]
     code = main(args + ["--max-steps", "1", "--batch-size", "2", "--lora-r", "4",
