@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
@@ -49,6 +47,7 @@ from agents.prompts import generator_messages
 from critics.extract import extract_answer
 from errors import ConfigError
 from memory.records import Attempt, Task, Trajectory
+from memory.files import write_atomic
 
 DatasetMethod = Literal["sft", "dpo", "sft+dpo"]
 Row = dict[str, Any]
@@ -363,18 +362,7 @@ def write_dataset(rows: Sequence[Row], path: Path | str) -> DatasetManifest:
     method: DatasetMethod = "sft+dpo" if len(kinds) == 2 else next(iter(kinds))
     path = Path(path).expanduser().resolve()
     data = serialize_rows(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a dataset is not a secret
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)
     id_keys = ("trajectory_id", "rejected_trajectory_id")
     ids = {row[key] for row in rows for key in id_keys if row.get(key)}
     return DatasetManifest(

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from errors import ConfigError, StoreError
 from finetune.dataset import DatasetManifest
+from memory.files import write_atomic
 
 ADAPTERS_DIR = "adapters"
 INDEX_FILE = "registry.json"
@@ -311,16 +312,4 @@ def _check_name(name: str) -> None:
 
 def _write_json(path: Path, data: Any) -> None:
     """Write JSON to ``path`` atomically: a temp file beside it, fsync, ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, indent=2) + "\n")

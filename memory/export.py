@@ -13,8 +13,6 @@ Every string in every line goes through ``scrub_secrets`` first: no key reaches 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from errors import ConfigError
 from memory.records import Trajectory
 from memory.secrets import scrub_secrets
 from memory.store import TrajectoryStore
+from memory.files import write_atomic
 
 
 def trajectory_to_messages(t: Trajectory) -> list[dict[str, str]]:
@@ -99,20 +98,7 @@ def export_trajectories(
 
 def _write_lines(path: Path, lines: list[dict[str, Any]]) -> int:
     """Write ``lines`` as JSONL to ``path`` atomically; return how many."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for line in lines:
-                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); an export is an ordinary data file.
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
     return len(lines)
 
 

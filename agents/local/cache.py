@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from memory.files import write_atomic
 
 CONVERTED_MARKER = "selftaught-converted.json"
 
@@ -48,7 +49,7 @@ def file_sha256(path: Path) -> str:
             digest.update(block)
     sha = digest.hexdigest()
     try:
-        _write_atomic(sidecar, json.dumps({**identity, "sha256": sha}))
+        write_atomic(sidecar, json.dumps({**identity, "sha256": sha}))
     except OSError:
         pass  # a read-only cache only costs a re-hash next time
     return sha
@@ -108,15 +109,3 @@ def _convert(gguf: Path, out: Path) -> None:
     save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
     marker = {"source": str(gguf), "sha256": file_sha256(gguf)}
     (out / CONVERTED_MARKER).write_text(json.dumps(marker, indent=2))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
