@@ -20,7 +20,9 @@ _ANSWER_LINE = re.compile(
 _ANSWER_SENTENCE = re.compile(
     # "The correct answer is 3.", "so the final answer is: 12", "my answer would be 7",
     # "... and my final answer: 5" (mid-line).
-    r"\b(?:answer\s+(?:is|would\s+be|will\s+be|=)\s*:?|final\s+answer\s*:)"
+    # "The answer to the problem is -3" (a short "to/for/of ..." phrase may intervene).
+    r"\b(?:answer(?:\s+(?:to|for|of)\s+[^\n.:;]{1,40}?)?\s+(?:is|would\s+be|will\s+be|=)\s*:?"
+    r"|final\s+answer\s*:)"
     # A lookahead, so a second "answer is" on the same line is still found.
     r"\s*(?=(?P<a>[^\n]*))",
     re.IGNORECASE,

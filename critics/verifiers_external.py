@@ -17,8 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from critics.extract import last_number
 from critics.registry import ParamsVerifier, register
 from critics.verdict import Verdict
+from critics.verifiers_text import parse_number
 from errors import ConfigError, ModelError
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -45,6 +47,9 @@ class ReasoningGymParams(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     """The family's config the entry was generated with (without seed/size); some
     scorers read it. Empty: the family's defaults."""
+    fallback_last_number: bool = True
+    """When the reference answer is a number and the answer as written fails, also score
+    the last number written in it ("The GCD of 10 and 25 is 5." reads as 5)."""
 
     @model_validator(mode="after")
     def _entry_shape(self) -> ReasoningGymParams:
@@ -90,6 +95,16 @@ def format_hints(question: str, reference: Any) -> str:
     return " ".join(hints[-2:])
 
 
+async def _score(scorer: Callable[[Any, dict[str, Any]], float], answer: str,
+                 entry: dict[str, Any]) -> tuple[float, str | None]:
+    """``(score clamped to 0..1, the scorer's exception name or None)``."""
+    try:
+        score = float(await asyncio.to_thread(scorer, answer, entry))
+    except Exception as error:  # a scorer choking on odd text is the answer's fault
+        return 0.0, type(error).__name__
+    return min(max(score, 0.0), 1.0), None
+
+
 @register("reasoning_gym")
 class ReasoningGymVerifier(ParamsVerifier):
     """Scores with the family's own ``score_answer``; feedback gives the score and the
@@ -100,17 +115,20 @@ class ReasoningGymVerifier(ParamsVerifier):
     async def check(self, answer: str, params: ReasoningGymParams) -> Verdict:
         config_json = json.dumps(params.config, sort_keys=True, default=str)
         scorer = await asyncio.to_thread(_scorer, params.family, config_json)
-        try:
-            score = float(await asyncio.to_thread(scorer, answer.strip(), params.entry))
-        except Exception as error:  # a scorer choking on odd text is the answer's fault
-            score, crash = 0.0, f"{type(error).__name__}"
-        else:
-            crash = None
-        score = min(max(score, 0.0), 1.0)
+        score, crash = await _score(scorer, answer.strip(), params.entry)
         details = {"family": params.family, "reference": params.entry.get("answer"),
-                   "scorer_error": crash}
+                   "scorer_error": crash, "used_fallback": False}
+        last = last_number(answer) if params.fallback_last_number else None
+        if (score < params.threshold and last is not None and last != answer.strip()
+                and parse_number(str(params.entry.get("answer"))) is not None):
+            fallback_score, _ = await _score(scorer, last, params.entry)
+            if fallback_score > score:
+                score, crash = fallback_score, None
+                details.update(used_fallback=True, scorer_error=None, parsed=last)
         if score >= params.threshold:
-            return Verdict(passed=True, score=score, feedback="correct", details=details)
+            note = (" (read from the last number; reply with just the number)"
+                    if details["used_fallback"] else "")
+            return Verdict(passed=True, score=score, feedback="correct" + note, details=details)
         hints = format_hints(str(params.entry.get("question", "")), params.entry.get("answer"))
         if crash:
             verdict = "the scorer could not read the answer"

@@ -17,6 +17,9 @@ SHORT_CASES = [
     ("The correct answer is 3.", "3"),
     ("The correct answer is 3. It is the largest number dividing both.", "3"),
     ("So the final answer is 12", "12"),
+    # Real replies of the embedded model to reasoning-gym tasks.
+    ("The answer to the problem is -3.", "-3"),
+    ("The answer for this sum is 15.", "15"),
     ("Therefore the answer is: 3.5.", "3.5"),
     ("The answer is 6 because 6 divides 12 and 18.", "6"),
     ("I think the answer would be 19.", "19"),

@@ -256,6 +256,29 @@ async def test_reasoning_gym_scores_with_the_family_scorer(gcd_entry: dict) -> N
     assert not garbage.passed
 
 
+async def test_reasoning_gym_reads_the_last_number_of_a_sentence(gcd_entry: dict) -> None:
+    # The embedded model's real replies look like this; the family scorer wants "5".
+    reference = str(gcd_entry["answer"])
+    params = {"family": "gcd", "entry": gcd_entry}
+    sentence = f"The GCD of 10 and 25 is {reference}"
+    right = await verify(sentence, spec("reasoning_gym", **params))
+    assert right.passed and right.details["used_fallback"] and "last number" in right.feedback
+    wrong = await verify(f"The GCD is {int(reference) + 1}", spec("reasoning_gym", **params))
+    assert not wrong.passed
+    strict = await verify(sentence, spec("reasoning_gym", **params, fallback_last_number=False))
+    assert not strict.passed
+
+
+async def test_reasoning_gym_no_number_fallback_for_word_answers() -> None:
+    import reasoning_gym
+
+    entry = dict(reasoning_gym.create_dataset("word_sequence_reversal", size=1, seed=2)[0])
+    params = {"family": "word_sequence_reversal", "entry": entry}
+    assert (await verify(str(entry["answer"]), spec("reasoning_gym", **params))).passed
+    verdict = await verify("I think it is 3", spec("reasoning_gym", **params))
+    assert not verdict.passed and not verdict.details["used_fallback"]
+
+
 async def test_reasoning_gym_with_the_family_config() -> None:
     import reasoning_gym
 
