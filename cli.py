@@ -24,9 +24,11 @@ typer_app = typer.Typer(no_args_is_help=True, add_completion=False,
 runs_app = typer.Typer(no_args_is_help=True, help="Runs and their state.")
 memory_app = typer.Typer(no_args_is_help=True, help="Trajectories and lessons.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
+adapters_app = typer.Typer(no_args_is_help=True, help="Trained LoRA adapters and the champion.")
 typer_app.add_typer(runs_app, name="runs")
 typer_app.add_typer(memory_app, name="memory")
 typer_app.add_typer(config_app, name="config")
+typer_app.add_typer(adapters_app, name="adapters")
 
 out = Console()
 err = Console(stderr=True)
@@ -64,10 +66,19 @@ def config_show(config: ConfigOpt = None) -> None:
     cfg = _config(config)
     data = cfg.model_dump(mode="json")
     out.print(f'home = "{data.pop("home")}"', highlight=False)
-    for section, values in data.items():
+    sections = list(data.items())
+    while sections:
+        section, values = sections.pop(0)
         out.print(f"\n[{section}]", highlight=False, markup=False)
+        # Sub-tables (e.g. [distill.train]) come right after their parent's keys.
+        sections[:0] = [(f"{section}.{k}", v) for k, v in values.items() if isinstance(v, dict)]
         for key, value in values.items():
-            out.print(f"{key} = {json.dumps(value)}", highlight=False, markup=False)
+            if isinstance(value, dict):
+                continue
+            elif value is None:  # TOML has no null: show the key as a comment
+                out.print(f"# {key} is not set", highlight=False, markup=False)
+            else:
+                out.print(f"{key} = {json.dumps(value)}", highlight=False, markup=False)
 
 
 @typer_app.command()
@@ -167,6 +178,131 @@ def run(
         raise typer.Exit(1)
 
 
+@typer_app.command("eval")
+def eval_(
+    spec: Annotated[str, typer.Argument(help="Tasks: JSONL file or suite spec.")],
+    adapter: Annotated[Optional[str], typer.Option(
+        "--adapter", help="NAME, champion or none (default: run.adapter, i.e. champion).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Generator model (litellm id).")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """pass@1 with no hints, no memory, one greedy attempt per task."""
+    from finetune.registry import AdapterRegistry
+    from orchestrator.evaluate import evaluate
+    from orchestrator.suites import load_tasks
+
+    cfg = _config(config, {"models.generator": model, "run.concurrency": concurrency})
+    tasks = load_tasks(spec)
+    with err.status(f"evaluating {len(tasks)} tasks"):
+        result = asyncio.run(evaluate(cfg, tasks, spec=spec, adapter=adapter or cfg.run.adapter))
+    registry = AdapterRegistry(cfg.home)
+    if result.adapter in {m.name for m in registry.list()}:
+        registry.set_eval(result.adapter, {f"eval {spec}": result.model_dump(mode="json")})
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    out.print(f"adapter {result.adapter}: pass@1 {result.pass_at_1:.3f} "
+              f"({result.passed}/{result.total}) in {result.seconds:.0f}s", highlight=False)
+    if len(result.per_family) > 1:
+        for family, rate in result.per_family.items():
+            out.print(f"  {family}: {rate:.3f}", highlight=False)
+
+
+@typer_app.command()
+def distill(
+    method: Annotated[Optional[str], typer.Option("--method", help="sft|dpo|sft+dpo")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Adapter name (default aNNNN).")] = None,
+    run_ids: Annotated[Optional[list[str]], typer.Option(
+        "--run", help="Learn from this run only (repeatable; default: every stored run).")] = None,
+    holdout: Annotated[Optional[str], typer.Option(
+        "--holdout", help="Evaluation tasks that must not be trained on (refused if present).")] = None,
+    epochs: Annotated[Optional[float], typer.Option("--epochs")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a LoRA adapter from verified trajectories; it joins the registry as a candidate."""
+    from memory.store import open_store
+    from orchestrator.distill import collect_trajectories
+    from orchestrator.distill import distill as run_distill
+    from orchestrator.suites import load_tasks
+
+    cfg = _config(config, {"distill.method": method, "distill.train.epochs": epochs})
+    exclude = load_tasks(holdout) if holdout else []
+    with open_store(cfg.home) as store:
+        trajectories = collect_trajectories(store, run_ids)
+    manifest = run_distill(cfg, trajectories, name=name, exclude=exclude)
+    if as_json:
+        _print_json(manifest.model_dump(mode="json"))
+        return
+    data = manifest.dataset
+    families = ", ".join(f"{f} {n}" for f, n in sorted(data.counts_per_family.items())) if data else ""
+    out.print(f"adapter {manifest.name} (candidate): {manifest.method} on {data.rows if data else 0} "
+              f"examples ({families}); loss {manifest.train_loss:.3f}, "
+              f"{manifest.tokens_per_s:.0f} tokens/s, {manifest.train_seconds:.0f}s", highlight=False)
+    out.print(f"next: selftaught eval TASKS --adapter {manifest.name}; "
+              f"selftaught adapters promote {manifest.name}", highlight=False)
+
+
+@typer_app.command()
+def improve(
+    spec: Annotated[str, typer.Argument(help="Training tasks: JSONL file or suite spec.")],
+    holdout: Annotated[str, typer.Option("--holdout", help="Held-out tasks the candidate must improve.")],
+    retention: Annotated[Optional[str], typer.Option(
+        "--retention", help="Tasks the candidate must not get worse at.")] = None,
+    rounds: Annotated[Optional[int], typer.Option("--rounds")] = None,
+    margin: Annotated[Optional[float], typer.Option("--margin", help="Required holdout gain.")] = None,
+    tolerance: Annotated[Optional[float], typer.Option(
+        "--tolerance", help="Allowed retention loss.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Collect with reference hints, distill, gate on holdout/retention; promote or not.
+    Exits 1 when no round promoted its candidate."""
+    from orchestrator.improve import Suites
+    from orchestrator.improve import improve as run_improve
+    from orchestrator.suites import load_tasks
+
+    cfg = _config(config, {"improve.rounds": rounds, "improve.margin": margin,
+                           "improve.tolerance": tolerance, "run.concurrency": concurrency})
+    suites = Suites(train_spec=spec, train=load_tasks(spec), holdout_spec=holdout,
+                    holdout=load_tasks(holdout), retention_spec=retention,
+                    retention=load_tasks(retention) if retention else [])
+
+    def on_stage(round_no: int, what: str) -> None:
+        label = f"round {round_no}: " if round_no else ""
+        err.print(f"[bold]{label}{what}[/]", highlight=False)
+
+    report = asyncio.run(run_improve(cfg, suites, on_stage=on_stage))
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        _print_improve_report(report)
+    if not report.promoted_any:
+        raise typer.Exit(1)
+
+
+def _print_improve_report(report) -> None:
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    table = Table(title="improve")
+    for column in ("round", "train solved", "holdout before", "holdout after",
+                   "retention before", "retention after", "adapter", "decision"):
+        table.add_column(column)
+    for r in report.rounds:
+        decision = "[green]promoted[/]" if r.promoted else "[yellow]kept champion[/]"
+        table.add_row(str(r.round), f"{r.train_solved}/{r.train_total}", rate(r.holdout_before),
+                      rate(r.holdout_after), rate(r.retention_before), rate(r.retention_after),
+                      r.adapter or "-", decision)
+    out.print(table)
+    for r in report.rounds:
+        out.print(f"round {r.round}: {r.reason}", highlight=False)
+    out.print(f"champion: {report.champion or 'none (base model)'}", highlight=False)
+
+
 class RunProgress:
     """A live line on stderr: tasks done, solved, attempts, tokens per second."""
 
@@ -258,6 +394,106 @@ def memory_export(
     cfg = _config(config)
     n = export_trajectories(open_store(cfg.home), file, run_id=run_id, only_verified=verified_only)
     err.print(f"wrote {n} trajectories to {file}")
+
+
+# -- adapters ------------------------------------------------------------------------------
+
+
+def _adapter_registry(config: Path | None):
+    from finetune.registry import AdapterRegistry
+
+    return AdapterRegistry(_config(config).home)
+
+
+def _eval_summary(evaluation: dict[str, Any]) -> str:
+    """``holdout 0.62 · retention 0.80``: the entries that carry a ``pass_at_1``."""
+    parts = []
+    for key, value in evaluation.items():
+        score = value.get("pass_at_1") if isinstance(value, dict) else None
+        if isinstance(score, (int, float)) and not isinstance(score, bool):
+            parts.append(f"{key} {score:.2f}")
+    return " · ".join(parts)
+
+
+@adapters_app.command("list")
+def adapters_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Show trained adapters, oldest first, and which one is champion."""
+    registry = _adapter_registry(config)
+    manifests = registry.list()
+    champion = next((m.name for m in manifests if m.status == "champion"), None)
+    if as_json:
+        _print_json({"adapters": [m.model_dump(mode="json") for m in manifests],
+                     "champion": champion})
+        return
+    if not manifests:
+        out.print("no adapters yet; train one with `selftaught distill`", highlight=False)
+        return
+    table = Table(title=f"adapters (champion: {champion or 'none'})")
+    for column in ("name", "status", "method", "base model", "loss", "created at", "evaluation"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("name", "status", "loss"))
+    for m in manifests:
+        status = "[bold green]champion[/]" if m.status == "champion" else m.status
+        loss = "" if m.train_loss is None else f"{m.train_loss:.3f}"
+        table.add_row(m.name, status, m.method, m.base_model, loss,
+                      m.created_at.strftime("%Y-%m-%d %H:%M"), _eval_summary(m.evaluation))
+    out.print(table)
+
+
+@adapters_app.command("show")
+def adapters_show(
+    name: Annotated[str, typer.Argument(help="An adapter name, or `champion`.")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print one adapter's full manifest."""
+    from rich.pretty import Pretty
+
+    registry = _adapter_registry(config)
+    if name.strip().lower() == "champion":
+        manifest = registry.champion()
+        if manifest is None:
+            raise ConfigError("no adapter is champion yet; promote one with "
+                              "`selftaught adapters promote NAME`")
+    else:
+        manifest = registry.get(name)
+    data = manifest.model_dump(mode="json")
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title=f"adapter {manifest.name}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in data.items():
+        # Long lists (e.g. the dataset's trajectory ids) are cut here; --json has them all.
+        shown = Pretty(value, max_length=20) if isinstance(value, (dict, list)) else str(value)
+        table.add_row(key, shown)
+    out.print(table)
+
+
+@adapters_app.command("promote")
+def adapters_promote(
+    name: Annotated[str, typer.Argument(help="The adapter to make champion.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Make an adapter the champion; the old champion is retired."""
+    registry = _adapter_registry(config)
+    before = registry.champion()
+    promoted = registry.promote(name)
+    if before is not None and before.name == promoted.name:
+        out.print(f"{promoted.name} is already champion", highlight=False)
+    else:
+        out.print(f"{promoted.name} is now champion (was {promoted.previous_champion or 'none'})",
+                  highlight=False)
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(config: ConfigOpt = None) -> None:
+    """Retire the champion and restore the adapter it replaced."""
+    registry = _adapter_registry(config)
+    before = registry.champion()
+    restored = registry.rollback()
+    retired = before.name if before is not None else "the previous champion"
+    out.print(f"{restored.name} is champion again; {retired} is retired", highlight=False)
 
 
 if __name__ == "__main__":

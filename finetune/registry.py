@@ -149,7 +149,7 @@ class AdapterRegistry:
         The directory is moved in and completed under a temporary name, renamed to
         ``name``, and only then listed in the index. A name already listed, a reserved or
         unsafe name, or a directory without the PEFT files is ``ConfigError``."""
-        _check_name(name)
+        check_name(name)
         source = Path(adapter_dir).expanduser()
         missing = [f for f in ADAPTER_FILES if not (source / f).is_file()]
         if missing:
@@ -302,7 +302,8 @@ class AdapterRegistry:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
+    """``ConfigError`` unless ``name`` is a valid, unreserved adapter name."""
     if name.lower() in RESERVED_NAMES or not _NAME.match(name):
         raise ConfigError(
             f"invalid adapter name {name!r}: use letters, digits, '.', '_' or '-' (up to 64, "

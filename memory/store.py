@@ -417,8 +417,8 @@ def _unknown_run(run_id: str) -> ConfigError:
     return ConfigError(f"unknown run id {run_id!r}; `selftaught runs list` shows the runs there are")
 
 
-def open_store(data_home: Path) -> SQLiteStore:
-    """Open (creating if needed) the store at ``data_home / "selftaught.db"``."""
+def open_store(data_home: Path, filename: str = DB_FILENAME) -> SQLiteStore:
+    """Open (creating if needed) the store at ``data_home / filename``."""
     data_home = Path(data_home)
     try:
         data_home.mkdir(parents=True, exist_ok=True)
@@ -427,4 +427,4 @@ def open_store(data_home: Path) -> SQLiteStore:
             f"cannot create the data directory {data_home}: {exc}; set SELFTAUGHT_HOME to a "
             "writable directory"
         ) from exc
-    return SQLiteStore(data_home / DB_FILENAME)
+    return SQLiteStore(data_home / filename)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from errors import ConfigError
+from finetune.train import Method, TrainConfig
 
 CONFIG_FILE_NAME = "selftaught.toml"
 DEFAULT_MODEL = "local/smollm2"
@@ -73,8 +74,10 @@ class RunConfig(_Section):
     """Tasks in flight at once; keeps the local batcher (or a remote server) busy."""
     memory: bool = True
     """Retrieve lessons from the vector memory before generating."""
-    adapter: str | None = None
-    """LoRA adapter for the generator: a name in the registry, ``champion`` or None."""
+    adapter: str | None = "champion"
+    """LoRA adapter for the generator: ``champion`` (the promoted adapter, if any, whose
+    base is the generator; else none), a name in the registry, a PEFT directory, or
+    ``none``."""
     durability: Literal["exit", "async", "sync"] = "exit"
     """When graph checkpoints are written: only when a task's graph stops or pauses
     (``exit``), or after every step, in the background (``async``) or waiting
@@ -82,6 +85,28 @@ class RunConfig(_Section):
     decides); the mode decides whether a resume keeps the finished attempts of tasks
     that were in flight. ``exit`` costs about a third of the others per attempt
     (benchmarks/RESULTS.md); ``async`` pays off when attempts are expensive."""
+
+
+class DistillConfig(_Section):
+    """Turning verified trajectories into a LoRA adapter (``distill``, ``improve``)."""
+
+    method: Method = "sft"
+    """sft (the verified replies), dpo (verified vs failed replies) or sft+dpo."""
+    max_per_family: int | None = Field(512, ge=1)
+    """At most this many training examples per task family (None: no cap)."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """LoRA and optimizer settings."""
+
+
+class ImproveConfig(_Section):
+    """The promotion gate of ``improve`` (and what ``eval`` compares)."""
+
+    margin: float = Field(0.05, ge=0.0, le=1.0)
+    """A candidate must beat the champion's holdout pass@1 by at least this much."""
+    tolerance: float = Field(0.02, ge=0.0, le=1.0)
+    """...and may lose at most this much pass@1 on the retention suite."""
+    rounds: int = Field(1, ge=1, le=100)
+    """Collect-distill-gate rounds per ``improve`` call."""
 
 
 class Config(_Section):
@@ -92,6 +117,8 @@ class Config(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    improve: ImproveConfig = Field(default_factory=ImproveConfig)
 
 
 def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Config:

@@ -164,15 +164,36 @@ def build_models(config: Config) -> RoleModels:
 
 
 def resolve_adapter(config: Config) -> str | None:
-    """The generator's adapter directory for ``run.adapter`` (a path today; registry
-    names arrive with distillation)."""
-    name = config.run.adapter
-    if name in (None, "none"):
+    """The generator's adapter directory for ``run.adapter``: None for ``none`` (or
+    unset); for ``champion`` the champion's directory when there is one and it was
+    trained on the generator model, else None (the base model is the incumbent); a
+    registered adapter's directory by name; or a PEFT directory given as a path.
+    ``ConfigError`` for an unknown name or a registered adapter of another base."""
+    from finetune.registry import AdapterRegistry
+
+    name = (config.run.adapter or "none").strip()
+    registry = AdapterRegistry(config.home)
+    generator = config.models.generator
+    if name.lower() == "none":
         return None
-    path = Path(name)
-    if not path.is_dir():
-        raise ConfigError(f"adapter '{name}' not found: give a PEFT adapter directory, or none.")
-    return str(path.resolve())
+    if name.lower() == "champion":
+        champion = registry.champion()
+        if champion is None or champion.base_model != generator:
+            return None
+        return str(registry.path(champion.name).resolve())
+    adapters = {m.name: m for m in registry.list()}
+    if name in adapters:
+        if adapters[name].base_model != generator:
+            raise ConfigError(f"adapter {name} was trained on {adapters[name].base_model}, but "
+                              f"the generator is {generator}; use --model "
+                              f"{adapters[name].base_model} or another adapter")
+        return str(registry.path(name).resolve())
+    path = Path(name).expanduser()
+    if (path / "adapter_config.json").is_file():
+        return str(path.resolve())
+    names = ", ".join(adapters) or "none yet"
+    raise ConfigError(f"adapter {name!r} not found: give a registered name ({names}), "
+                      "champion, none, or a PEFT adapter directory")
 
 
 @asynccontextmanager

@@ -1,0 +1,85 @@
+"""``selftaught distill``: verified trajectories -> training dataset -> LoRA adapter,
+registered as a candidate.
+
+The dataset file stays under ``<home>/datasets/NAME.jsonl`` beside the adapter's
+manifest (which records its hash), so every adapter can be traced to its data.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.local.resolve import is_local
+from errors import ConfigError
+from finetune.dataset import build_rows, prompt_hashes, write_dataset
+from finetune.registry import AdapterManifest, AdapterRegistry, check_name
+from finetune.train import Method
+from memory.records import Task, Trajectory
+from memory.store import TrajectoryStore
+from orchestrator.config import Config
+
+DATASETS_DIR = "datasets"
+
+
+def collect_trajectories(store: TrajectoryStore, run_ids: Sequence[str] | None) -> list[Trajectory]:
+    """Every stored trajectory, or those of ``run_ids`` (each must exist)."""
+    if run_ids is None:
+        return store.trajectories()
+    found: list[Trajectory] = []
+    for run_id in run_ids:
+        store.get_run(run_id)  # ConfigError naming an unknown run
+        found.extend(store.trajectories(run_id=run_id))
+    return found
+
+
+def distill(
+    config: Config,
+    trajectories: Iterable[Trajectory],
+    *,
+    name: str | None = None,
+    method: Method | None = None,
+    exclude: Iterable[Task] = (),
+    callbacks: Sequence[Any] = (),
+) -> AdapterManifest:
+    """Train a LoRA adapter for ``config.models.generator`` on the verified ones among
+    ``trajectories`` and add it to the registry as a candidate named ``name`` (default:
+    the next free ``aNNNN``).
+
+    ``exclude`` are evaluation tasks: a training prompt equal to one of theirs is
+    refused (``ConfigError`` naming the overlap). Also ``ConfigError``: a generator
+    that is not a local model, a name already taken, no verified trajectory."""
+    base_model = config.models.generator
+    if not is_local(base_model):
+        raise ConfigError(
+            f"distill trains the local generator, but models.generator is {base_model!r}; "
+            "set --model / models.generator to local/smollm2 or local/<model directory>")
+    method = method or config.distill.method
+    registry = AdapterRegistry(config.home)
+    name = name or registry.next_name()
+    check_name(name)
+    if name in {m.name for m in registry.list()}:
+        raise ConfigError(f"adapter {name} already exists; pick another --name")
+    rows = build_rows(trajectories, method, eval_hashes=prompt_hashes(exclude),
+                      max_per_family=config.distill.max_per_family,
+                      seed=config.distill.train.seed)
+    if not rows:
+        raise ConfigError(
+            "no verified trajectories to learn from (or, for dpo, none with a failed attempt "
+            "beside it); collect some with `selftaught run TASKS --hints reference`")
+    dataset = write_dataset(rows, config.home / DATASETS_DIR / f"{name}.jsonl")
+
+    from finetune.train import train_lora  # torch: only when training
+
+    registry.root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".train-{name}-", dir=registry.root))
+    try:
+        result = train_lora(base_model, dataset.path, work / "adapter", method=method,
+                            hyper=config.distill.train, callbacks=callbacks)
+        manifest = AdapterManifest.from_training(name, base_model, dataset, result)
+        return registry.add(name, result.adapter_dir, manifest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,91 @@
+"""``selftaught eval``: pass@1 of the generator, with or without an adapter.
+
+Evaluation is the loop reduced to one greedy attempt: no hints, no lessons, no retries,
+no resampling. Every adapter compared on a suite sees exactly the same prompts (the
+evaluation prompt distillation trains on), so the numbers are comparable.
+
+Evaluation trajectories go to their own store (``<home>/evals.db``), never to the
+trajectory store that ``distill`` reads: an evaluation task must never become training
+data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from pydantic import BaseModel
+
+from memory.records import RunRecord, Task
+from memory.store import open_store
+from orchestrator.config import Config, with_overrides
+from orchestrator.runner import RoleModels, execute_run, new_run_id, run_settings
+
+EVAL_STORE = "evals.db"
+
+
+class EvalResult(BaseModel):
+    """What ``selftaught eval --json`` prints (more keys may be added, none removed)."""
+
+    adapter: str
+    """The adapter evaluated: a registered name, a directory, or ``none`` (the base)."""
+    total: int
+    passed: int
+    pass_at_1: float
+    per_family: dict[str, float]
+    """pass@1 per task family."""
+    run_id: str
+    """The evaluation run in ``evals.db``, for reading the replies."""
+    seconds: float
+
+
+def eval_config(config: Config, adapter: str | None) -> Config:
+    """``config`` reduced to pass@1: one greedy attempt, no hints, no memory."""
+    return with_overrides(config, {
+        "loop.max_attempts": 1, "loop.hints": "none", "loop.temperature": 0.0,
+        "loop.max_resamples": 0, "run.memory": False, "run.adapter": adapter or "none",
+    })
+
+
+def adapter_label(config: Config, adapter: str | None) -> str:
+    """The name an evaluation reports: ``champion`` becomes the champion's name, or
+    ``none`` when the base model is the incumbent (see ``runner.resolve_adapter``)."""
+    from finetune.registry import AdapterRegistry
+
+    if adapter is None or adapter.strip().lower() == "none":
+        return "none"
+    if adapter.strip().lower() == "champion":
+        champion = AdapterRegistry(config.home).champion()
+        usable = champion is not None and champion.base_model == config.models.generator
+        return champion.name if usable else "none"
+    return adapter
+
+
+async def evaluate(
+    config: Config,
+    tasks: list[Task],
+    *,
+    spec: str,
+    adapter: str | None,
+    models: RoleModels | None = None,
+) -> EvalResult:
+    """pass@1 on ``tasks`` (described by ``spec``) with ``adapter`` (name, ``champion``,
+    ``none``/None or a directory). Raises ``ConfigError`` for an unknown adapter."""
+    label = adapter_label(config, adapter)
+    cfg = eval_config(config, label)
+    started = time.monotonic()
+    with open_store(config.home, EVAL_STORE) as store:
+        run = RunRecord(run_id=f"eval-{new_run_id()}", tasks_spec=spec,
+                        settings=run_settings(cfg), total=len(tasks))
+        store.create_run(run)
+        summary = await execute_run(cfg, tasks, store, run, models=models)
+        by_family: dict[str, list[bool]] = defaultdict(list)
+        for trajectory in store.trajectories(run_id=run.run_id):
+            by_family[trajectory.task.family].append(trajectory.outcome == "solved")
+    total = len(tasks)
+    return EvalResult(
+        adapter=label, total=total, passed=summary.solved,
+        pass_at_1=summary.solved / total if total else 0.0,
+        per_family={f: sum(v) / len(v) for f, v in sorted(by_family.items())},
+        run_id=run.run_id, seconds=round(time.monotonic() - started, 3),
+    )

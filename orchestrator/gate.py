@@ -1,0 +1,44 @@
+"""The promotion rule: a pure function from evaluation scores to a decision."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+_EPS = 1e-9  # pass@1 values are ratios of small integers; compare with a little slack
+
+
+class GateDecision(BaseModel):
+    promote: bool
+    reason: str
+    """One sentence a person can act on, with the numbers."""
+
+
+def decide(
+    *,
+    holdout_before: float,
+    holdout_after: float,
+    retention_before: float | None,
+    retention_after: float | None,
+    margin: float,
+    tolerance: float,
+) -> GateDecision:
+    """Promote when the candidate beats the champion on the holdout by at least
+    ``margin`` AND loses at most ``tolerance`` on retention (no retention suite: that
+    half of the rule holds trivially). Scores are pass@1 in 0..1."""
+    gain = holdout_after - holdout_before
+    if gain + _EPS < margin:
+        return GateDecision(promote=False, reason=(
+            f"holdout pass@1 {holdout_before:.2f} -> {holdout_after:.2f} "
+            f"({gain:+.2f}) is below the required margin of +{margin:.2f}"))
+    if retention_before is not None and retention_after is not None:
+        loss = retention_before - retention_after
+        if loss > tolerance + _EPS:
+            return GateDecision(promote=False, reason=(
+                f"retention pass@1 fell {retention_before:.2f} -> {retention_after:.2f} "
+                f"({-loss:+.2f}), more than the tolerance of {tolerance:.2f}"))
+        kept = f"; retention {retention_before:.2f} -> {retention_after:.2f}"
+    else:
+        kept = "; no retention suite"
+    return GateDecision(promote=True, reason=(
+        f"holdout pass@1 {holdout_before:.2f} -> {holdout_after:.2f} ({gain:+.2f} >= "
+        f"+{margin:.2f}){kept}"))

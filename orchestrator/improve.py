@@ -1,0 +1,204 @@
+"""``selftaught improve``: rounds of collect -> distill -> gate -> promote or not.
+
+One round:
+
+1. **collect**: run the loop on the training tasks with the ``reference`` hint policy
+   (the hint-giver sees the reference answer or tests) and the current champion, so
+   the model solves, with help, tasks it fails alone. The run is an ordinary run in the
+   trajectory store (``selftaught runs list`` shows it; ``run --resume`` continues it).
+2. **distill**: train a fresh LoRA adapter on the base model from the verified
+   trajectories of every round so far (evaluation prompts only: no hints in them).
+3. **gate**: pass@1 of the candidate and of the champion (the base model while there
+   is none) on the holdout and retention suites; ``orchestrator.gate.decide``
+   promotes the candidate or leaves it a candidate, with the reason in its manifest.
+
+The champion's scores are measured once and carried forward when a candidate is
+promoted (same tasks, same greedy decoding). A killed ``improve`` loses nothing stored:
+finished collection runs, trained adapters and promotions are on disk; run it again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pydantic import BaseModel, Field
+
+from errors import ConfigError
+from finetune.dataset import check_leakage, prompt_hashes
+from finetune.registry import AdapterRegistry
+from memory.records import RunRecord, Task
+from memory.store import open_store
+from orchestrator.config import Config, with_overrides
+from orchestrator.distill import distill
+from orchestrator.evaluate import EvalResult, evaluate
+from orchestrator.gate import decide
+from orchestrator.runner import RoleModels, build_models, execute_run, new_run_id, run_settings
+
+OnStage = Callable[[int, str], None]
+"""Called with (round, what is starting) so a caller can show progress."""
+
+
+class RoundReport(BaseModel):
+    """One round; the first keys are DESIGN.md's ``improve --json`` shape."""
+
+    round: int
+    train_solved: int
+    holdout_before: float
+    holdout_after: float | None
+    retention_before: float | None
+    retention_after: float | None
+    promoted: bool
+    adapter: str | None
+    """The candidate trained this round (None when there was nothing to train on)."""
+    reason: str
+    train_total: int
+    collect_run_id: str
+    seconds: dict[str, float] = Field(default_factory=dict)
+    """Wall seconds per stage: collect, distill, eval."""
+
+
+class ImproveReport(BaseModel):
+    rounds: list[RoundReport]
+    promoted_any: bool
+    champion: str | None
+    """The champion after the last round."""
+
+
+class Suites(BaseModel):
+    """The three task sets of an improve cycle, with the specs they came from."""
+
+    train_spec: str
+    train: list[Task]
+    holdout_spec: str
+    holdout: list[Task]
+    retention_spec: str | None = None
+    retention: list[Task] = Field(default_factory=list)
+
+
+def check_suites(suites: Suites) -> None:
+    """``ConfigError`` when a training prompt is also an evaluation prompt, or the
+    holdout is empty: the gate would be meaningless."""
+    if not suites.holdout:
+        raise ConfigError(f"--holdout {suites.holdout_spec} has no tasks; give a holdout suite")
+    try:
+        check_leakage(suites.train, prompt_hashes([*suites.holdout, *suites.retention]))
+    except ConfigError as exc:
+        # reasoning-gym seeds each item with seed + index, so nearby seeds overlap.
+        raise ConfigError(f"{exc} (rg suites: item i of seed S is item 0 of seed S+i, so give "
+                          "the training and evaluation suites seeds far apart, e.g. 1000 and 2000)"
+                          ) from None
+
+
+async def improve(
+    config: Config,
+    suites: Suites,
+    *,
+    rounds: int | None = None,
+    models: RoleModels | None = None,
+    on_stage: OnStage | None = None,
+) -> ImproveReport:
+    """Run ``rounds`` (default ``config.improve.rounds``) improvement rounds."""
+    check_suites(suites)
+    rounds = rounds or config.improve.rounds
+    models = models or build_models(config)
+    registry = AdapterRegistry(config.home)
+    note = on_stage or (lambda _round, _what: None)
+
+    async def score(tasks: list[Task], spec: str | None, adapter: str | None) -> EvalResult | None:
+        if not tasks or spec is None:
+            return None
+        return await evaluate(config, tasks, spec=spec, adapter=adapter, models=models)
+
+    champion = registry.champion()
+    note(0, "evaluating the champion" if champion else "evaluating the base model")
+    holdout_best = await score(suites.holdout, suites.holdout_spec, "champion")
+    retention_best = await score(suites.retention, suites.retention_spec, "champion")
+    assert holdout_best is not None  # check_suites: the holdout is never empty
+    collect_runs: list[str] = []
+    reports: list[RoundReport] = []
+    store = open_store(config.home)
+    try:
+        for number in range(1, rounds + 1):
+            seconds: dict[str, float] = {}
+            note(number, "collecting trajectories with reference hints")
+            started = time.monotonic()
+            run = await _collect(config, suites, store, models)
+            collect_runs.append(run.run_id)
+            solved = store.run_summary(run.run_id).solved
+            seconds["collect"] = time.monotonic() - started
+
+            trajectories = [t for r in collect_runs for t in store.trajectories(run_id=r)]
+            if not any(t.outcome == "solved" for t in trajectories):
+                reports.append(RoundReport(
+                    round=number, train_solved=solved, train_total=len(suites.train),
+                    holdout_before=holdout_best.pass_at_1, holdout_after=None,
+                    retention_before=_rate(retention_best), retention_after=None,
+                    promoted=False, adapter=None, collect_run_id=run.run_id,
+                    reason="no training task was solved, so there is nothing to distill",
+                    seconds=_rounded(seconds)))
+                continue
+            note(number, "distilling")
+            started = time.monotonic()
+            candidate = distill(config, trajectories, exclude=[*suites.holdout, *suites.retention])
+            seconds["distill"] = time.monotonic() - started
+
+            note(number, f"evaluating candidate {candidate.name}")
+            started = time.monotonic()
+            holdout = await score(suites.holdout, suites.holdout_spec, candidate.name)
+            retention = await score(suites.retention, suites.retention_spec, candidate.name)
+            assert holdout is not None
+            seconds["eval"] = time.monotonic() - started
+            decision = decide(
+                holdout_before=holdout_best.pass_at_1, holdout_after=holdout.pass_at_1,
+                retention_before=_rate(retention_best), retention_after=_rate(retention),
+                margin=config.improve.margin, tolerance=config.improve.tolerance)
+            registry.set_eval(candidate.name, {
+                "holdout": _eval_entry(holdout, suites.holdout_spec, holdout_best),
+                **({"retention": _eval_entry(retention, suites.retention_spec, retention_best)}
+                   if retention is not None else {}),
+                "gate": {**decision.model_dump(), "margin": config.improve.margin,
+                         "tolerance": config.improve.tolerance,
+                         "collect_runs": list(collect_runs)},
+            })
+            if decision.promote:
+                registry.promote(candidate.name)
+            reports.append(RoundReport(
+                round=number, train_solved=solved, train_total=len(suites.train),
+                holdout_before=holdout_best.pass_at_1, holdout_after=holdout.pass_at_1,
+                retention_before=_rate(retention_best), retention_after=_rate(retention),
+                promoted=decision.promote, adapter=candidate.name, reason=decision.reason,
+                collect_run_id=run.run_id, seconds=_rounded(seconds)))
+            if decision.promote:
+                holdout_best, retention_best = holdout, retention
+    finally:
+        store.close()
+    champion = registry.champion()
+    return ImproveReport(rounds=reports, promoted_any=any(r.promoted for r in reports),
+                         champion=champion.name if champion else None)
+
+
+async def _collect(config: Config, suites: Suites, store, models: RoleModels) -> RunRecord:
+    """One reference-hint run over the training tasks with the current champion."""
+    cfg = with_overrides(config, {"loop.hints": "reference", "run.adapter": "champion"})
+    run = RunRecord(run_id=f"improve-{new_run_id()}", tasks_spec=suites.train_spec,
+                    settings=run_settings(cfg), total=len(suites.train))
+    store.create_run(run)
+    await execute_run(cfg, suites.train, store, run, models=models)
+    return run
+
+
+def _rate(result: EvalResult | None) -> float | None:
+    return None if result is None else result.pass_at_1
+
+
+def _eval_entry(result: EvalResult | None, spec: str | None, incumbent: EvalResult | None) -> dict:
+    assert result is not None
+    return {"spec": spec, "pass_at_1": result.pass_at_1, "passed": result.passed,
+            "total": result.total, "per_family": result.per_family, "run_id": result.run_id,
+            "incumbent": incumbent.adapter if incumbent else None,
+            "incumbent_pass_at_1": incumbent.pass_at_1 if incumbent else None}
+
+
+def _rounded(seconds: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 1) for k, v in seconds.items()}

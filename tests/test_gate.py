@@ -1,0 +1,49 @@
+"""The promotion rule (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.gate import decide
+
+
+def gate(hb, ha, rb=None, ra=None, margin=0.05, tolerance=0.02):
+    return decide(holdout_before=hb, holdout_after=ha, retention_before=rb, retention_after=ra,
+                  margin=margin, tolerance=tolerance)
+
+
+def test_promotes_a_clear_gain_that_keeps_retention() -> None:
+    decision = gate(0.25, 0.75, 0.8, 0.8)
+    assert decision.promote
+    assert "0.25 -> 0.75" in decision.reason and "retention 0.80 -> 0.80" in decision.reason
+
+
+@pytest.mark.parametrize("after", [0.25, 0.29, 0.0])
+def test_a_gain_below_the_margin_is_refused(after: float) -> None:
+    decision = gate(0.25, after, 0.8, 0.8)
+    assert not decision.promote and "margin" in decision.reason
+
+
+def test_exactly_the_margin_passes_despite_float_noise() -> None:
+    # 3/10 - 1/4 is 0.04999999999999999 in floating point.
+    assert gate(1 / 4, 3 / 10, margin=0.05).promote
+
+
+def test_retention_loss_beyond_tolerance_is_refused_even_with_a_big_gain() -> None:
+    decision = gate(0.0, 1.0, 0.9, 0.85)
+    assert not decision.promote
+    assert "retention" in decision.reason and "0.90 -> 0.85" in decision.reason
+
+
+def test_retention_loss_within_tolerance_passes() -> None:
+    assert gate(0.0, 0.5, 0.90, 0.89).promote
+
+
+def test_no_retention_suite() -> None:
+    decision = gate(0.1, 0.5)
+    assert decision.promote and "no retention suite" in decision.reason
+
+
+def test_zero_margin_still_needs_no_loss() -> None:
+    assert gate(0.5, 0.5, margin=0.0).promote
+    assert not gate(0.5, 0.45, margin=0.0).promote

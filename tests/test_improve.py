@@ -1,0 +1,156 @@
+"""The improve cycle's logic: scripted models answer, a real tiny model is trained,
+the real registry and stores record everything. (The real embedded model runs an
+improve round through the CLI in tests/test_improve_e2e.py.)
+
+The scripted generator plays a student who is wrong alone, right after a hint, and
+right alone when an adapter is applied to the families named in ``learned``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from agents.testing import ScriptedChatModel
+from errors import ConfigError
+from finetune.registry import AdapterRegistry
+from memory.records import Privileged, Task, VerifierSpec
+from memory.store import open_store
+from orchestrator.config import Config, DistillConfig, ImproveConfig, LoopConfig, ModelsConfig
+from orchestrator.evaluate import EVAL_STORE
+from orchestrator.improve import Suites, improve
+from orchestrator.runner import RoleModels
+from tests.test_finetune_train import QUICK, make_task, one_thread, tiny_base  # noqa: F401
+
+
+def mul_task(i: int) -> Task:
+    return Task(id=f"mul/{i}", prompt=f"What is {i} * 3?", family="mul",
+                verifier=VerifierSpec(type="exact", params={"expected": str(3 * i)}),
+                privileged=Privileged(reference_answer=str(3 * i)))
+
+
+def add_task(i: int) -> Task:
+    task = make_task(i)
+    return task.model_copy(update={"privileged": Privileged(reference_answer=str(2 * i + 7))})
+
+
+def student(learned: set[str], forgets: set[str] = frozenset()) -> ScriptedChatModel:
+    def reply(messages, params) -> str:
+        prompt = messages[1]["content"]
+        if match := re.search(r"What is (\d+) \+", prompt):
+            family, right = "add", int(match.group(1)) * 2 + 7
+        else:
+            family, right = "mul", int(re.search(r"What is (\d+) \*", prompt).group(1)) * 3
+        hinted = any("Hint:" in m["content"] for m in messages[2:] if m["role"] == "user")
+        if params.adapter is not None and family in forgets:
+            return f"Answer: {right + 1}"
+        if family == "mul" or hinted or (params.adapter is not None and family in learned):
+            return f"{right} it is.\nAnswer: {right}"
+        return f"Answer: {right + 1}"
+
+    return ScriptedChatModel(reply, model_id="fake/student")
+
+
+def roles(generator: ScriptedChatModel) -> tuple[RoleModels, ScriptedChatModel]:
+    teacher = ScriptedChatModel(lambda messages, params: "Look at the correct answer.",
+                                model_id="fake/teacher")
+    return RoleModels(generator=generator, critic=teacher, hint_giver=teacher, judge=teacher), teacher
+
+
+def config(tmp_path, tiny_base, rounds: int) -> Config:
+    return Config(home=tmp_path / "home",
+                  models=ModelsConfig(generator=f"local/{tiny_base}"),
+                  loop=LoopConfig(max_attempts=2, max_resamples=0),
+                  distill=DistillConfig(train=QUICK),
+                  improve=ImproveConfig(rounds=rounds, margin=0.1, tolerance=0.0))
+
+
+def suites() -> Suites:
+    return Suites(train_spec="train", train=[add_task(i) for i in range(6)],
+                  holdout_spec="holdout", holdout=[add_task(i) for i in range(20, 24)],
+                  retention_spec="retention", retention=[mul_task(i) for i in range(3)])
+
+
+async def test_a_round_that_helps_is_promoted_and_a_round_that_does_not_is_kept(tmp_path, tiny_base):
+    cfg = config(tmp_path, tiny_base, rounds=2)
+    models, teacher = roles(student(learned={"add"}))
+    report = await improve(cfg, suites(), models=models)
+
+    first, second = report.rounds
+    assert (first.train_solved, first.train_total) == (6, 6)  # every task, after a hint
+    assert (first.holdout_before, first.holdout_after) == (0.0, 1.0)
+    assert (first.retention_before, first.retention_after) == (1.0, 1.0)
+    assert first.promoted and first.adapter == "a0001" and "0.00 -> 1.00" in first.reason
+    # Round 2's candidate ties the new champion: below the margin, so it stays a candidate.
+    assert (second.holdout_before, second.holdout_after) == (1.0, 1.0)
+    assert not second.promoted and second.adapter == "a0002" and "margin" in second.reason
+    assert report.promoted_any and report.champion == "a0001"
+    assert set(first.seconds) == {"collect", "distill", "eval"}
+
+    registry = AdapterRegistry(cfg.home)
+    champion, candidate = registry.get("a0001"), registry.get("a0002")
+    assert (champion.status, candidate.status) == ("champion", "candidate")
+    assert champion.base_model == f"local/{tiny_base}" and champion.method == "sft"
+    gate = champion.evaluation["gate"]
+    assert gate["promote"] is True and gate["margin"] == 0.1
+    assert champion.evaluation["holdout"]["pass_at_1"] == 1.0
+    assert champion.evaluation["holdout"]["incumbent"] == "none"
+    assert candidate.evaluation["holdout"]["incumbent"] == "a0001"
+    # The dataset: round 1 learned from its 6 solved tasks; round 2 read both rounds'
+    # trajectories, one example per task (the first found), never an evaluation task.
+    assert champion.dataset.counts_per_family == {"add": 6}
+    assert candidate.dataset.counts_per_family == {"add": 6}
+    assert candidate.dataset.trajectory_ids == champion.dataset.trajectory_ids
+    rows = [json.loads(line) for line in open(champion.dataset.path)]
+    assert {r["task_id"] for r in rows} == {f"add/{i}" for i in range(6)}
+    assert all("Hint" not in m["content"] for r in rows for m in r["prompt"])
+    assert all(r["completion"][0]["content"].endswith(f"Answer: {int(r['task_id'][4:]) * 2 + 7}")
+               for r in rows)
+
+    # Collection used reference hints (the teacher saw the answer) and, in round 2,
+    # the champion adapter; evaluation trajectories never reached the training store.
+    assert any("Correct answer:" in c.messages[-1]["content"] for c in teacher.calls)
+    with open_store(cfg.home) as store:
+        runs = {r.run_id: r for r in store.list_runs()}
+        assert set(runs) == {first.collect_run_id, second.collect_run_id}
+        round2 = store.trajectories(run_id=second.collect_run_id)
+        assert all(t.attempts[0].adapter and t.attempts[0].adapter.endswith("a0001") for t in round2)
+        assert all(t.hint_policy == "reference" for t in round2)
+    with open_store(cfg.home, EVAL_STORE) as evals:
+        assert len(evals.list_runs()) == 2 + 2 * 2  # champion before, then each candidate
+
+
+async def test_a_candidate_that_forgets_the_retention_suite_is_not_promoted(tmp_path, tiny_base):
+    cfg = config(tmp_path, tiny_base, rounds=1)
+    models, _ = roles(student(learned={"add"}, forgets={"mul"}))
+    report = await improve(cfg, suites(), models=models)
+
+    [only] = report.rounds
+    assert (only.holdout_before, only.holdout_after) == (0.0, 1.0)
+    assert (only.retention_before, only.retention_after) == (1.0, 0.0)
+    assert not only.promoted and "retention" in only.reason
+    assert not report.promoted_any and report.champion is None
+    manifest = AdapterRegistry(cfg.home).get("a0001")
+    assert manifest.status == "candidate" and manifest.evaluation["gate"]["promote"] is False
+
+
+async def test_nothing_solved_means_nothing_trained(tmp_path, tiny_base):
+    cfg = config(tmp_path, tiny_base, rounds=1)
+    never = ScriptedChatModel(lambda messages, params: "Answer: no idea", model_id="fake/lost")
+    models, _ = roles(never)
+    report = await improve(cfg, suites(), models=models)
+    [only] = report.rounds
+    assert only.train_solved == 0 and only.adapter is None and not only.promoted
+    assert "nothing to distill" in only.reason
+    assert AdapterRegistry(cfg.home).list() == []
+
+
+async def test_training_tasks_that_are_evaluation_tasks_are_refused_before_any_work(tmp_path, tiny_base):
+    cfg = config(tmp_path, tiny_base, rounds=1)
+    models, _ = roles(student(learned={"add"}))
+    leaky = suites().model_copy(update={"holdout": [add_task(0), add_task(30)]})
+    with pytest.raises(ConfigError, match="add/0"):
+        await improve(cfg, leaky, models=models)
+    assert models.generator.calls == []
