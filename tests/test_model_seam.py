@@ -483,6 +483,28 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model_dir):
     assert [r.completion_tokens for r in together] == [12, 5, 9]
 
 
+def test_greedy_rows_stay_greedy_in_a_batch_with_sampled_rows(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agents.local.generate import GenRequest, run_batch
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    greedy = [GenRequest(messages=[{"role": "user", "content": p}], max_tokens=10)
+              for p in ("hi", "a longer prompt here")]
+    hot = GenRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=10, temperature=5.0)
+    alone = [run_batch(model, tokenizer, [r])[0] for r in greedy]
+    samples = set()
+    for seed in range(4):
+        torch.manual_seed(seed)
+        first, hot_result, second = run_batch(model, tokenizer, [greedy[0], hot, greedy[1]])
+        assert [first, second] == alone  # greedy rows ignore the sampled row beside them
+        samples.add(hot_result.text)
+    # The hot row really samples: a random tiny model at temperature 5 varies by seed.
+    assert len(samples) > 1 and alone[0].text not in samples
+
+
 async def test_local_provider_batches_groups_and_applies_adapters(
     tiny_model_dir, tiny_adapter_dir, tmp_path, monkeypatch
 ):
@@ -501,6 +523,7 @@ async def test_local_provider_batches_groups_and_applies_adapters(
         GenerationParams(max_tokens=8, adapter=str(tiny_adapter_dir)),
         GenerationParams(max_tokens=8, temperature=0.9, seed=1),
         GenerationParams(max_tokens=8),
+        GenerationParams(max_tokens=8, temperature=0.7),
     ]
     results = await asyncio.gather(*(model.complete(MESSAGES, p) for p in params))
     assert results[0].text == results[4].text  # same greedy request, same answer
@@ -508,7 +531,9 @@ async def test_local_provider_batches_groups_and_applies_adapters(
     assert results[2].adapter == str(tiny_adapter_dir)
     assert all(r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0 for r in results)
     sizes = {key: size for key, size in engine.batch_stats.recent}
-    assert sizes[(0.0, None, None)] == 3  # the three plain greedy requests ran together
+    # The three greedy requests and the unseeded sampled one ran together; the adapter
+    # and the seeded sample each had a call of their own.
+    assert sizes[("shared", None)] == 4
     assert len(engine.batch_stats.recent) == 3
     assert engine.stats.base_loads == 1 and engine.stats.adapter_loads == 1
 

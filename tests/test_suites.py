@@ -241,3 +241,14 @@ def test_unknown_spec_explains_the_three_forms(spec):
         load_tasks(spec)
     message = str(caught.value)
     assert "PATH.jsonl" in message and "rg:FAMILY" in message and "humaneval[:n=N]" in message
+
+
+def test_specs_join_with_plus() -> None:
+    tasks = load_tasks("rg:gcd:n=2:seed=5+rg:basic_arithmetic:n=3:seed=5")
+    assert [t.id for t in tasks] == ["rg/gcd/5/0", "rg/gcd/5/1", "rg/basic_arithmetic/5/0",
+                                     "rg/basic_arithmetic/5/1", "rg/basic_arithmetic/5/2"]
+    assert {t.family for t in tasks} == {"gcd", "basic_arithmetic"}
+    with pytest.raises(ConfigError, match="rg/gcd/5/0.*give each task once"):
+        load_tasks("rg:gcd:n=2:seed=5+rg:gcd:n=1:seed=5")
+    with pytest.raises(ConfigError, match="empty part"):
+        load_tasks("rg:gcd:n=2+")

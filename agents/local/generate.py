@@ -1,10 +1,13 @@
-"""One batched ``generate`` call for requests that share sampling settings.
+"""One batched ``generate`` call for requests that share an adapter.
 
 Pure apart from the model call: takes a model and tokenizer, returns one result per
 request. The batcher decides which requests go together (see ``GenRequest.group_key``);
 this module only has to make a left-padded batch behave like separate calls: each row
-stops on its own eos, stop string or ``max_tokens``, and the whole call ends as soon as
-every row has stopped.
+has its own temperature (greedy rows stay greedy), stops on its own eos, stop string or
+``max_tokens``, and the whole call ends as soon as every row has stopped.
+
+Mixed temperatures matter to the loop: first attempts, critiques and hints are greedy
+while retries are sampled hotter; batched apart they would run in small serial groups.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from agents.local.request import GenRequest, GenResult
 from agents.model import Message
@@ -57,15 +60,20 @@ def run_batch(model, tokenizer, requests: Sequence[GenRequest]) -> list[GenResul
         add_special_tokens=False,  # the chat template already wrote any special tokens
     )
     rows = _Rows(tokenizer, requests, set(eos))
-    sampling = first.temperature > 0
-    if sampling and first.seed is not None:
+    temperatures = [r.temperature for r in requests]
+    if first.temperature > 0 and first.seed is not None:
         torch.manual_seed(first.seed)
+    if len(set(temperatures)) == 1:
+        sampling = _sampling_kwargs(first.temperature)
+    else:  # sample every row, each from its own temperature (0: its argmax)
+        sampling = _sampling_kwargs(1.0)
+        sampling["logits_processor"] = LogitsProcessorList([_RowTemperature(temperatures)])
     with torch.inference_mode():
         model.generate(
             input_ids=enc["input_ids"].to(model.device),
             attention_mask=enc["attention_mask"].to(model.device),
             max_new_tokens=max(r.max_tokens for r in requests),
-            **_sampling_kwargs(first.temperature),
+            **sampling,
             pad_token_id=pad,
             eos_token_id=eos,
             stopping_criteria=StoppingCriteriaList([rows]),
@@ -83,6 +91,24 @@ def _sampling_kwargs(temperature: float) -> dict:
             do_sample=True, temperature=temperature, top_k=0, top_p=1.0, repetition_penalty=1.0
         )
     return dict(do_sample=False, repetition_penalty=1.0)
+
+
+class _RowTemperature(LogitsProcessor):
+    """Divides each row's logits by its temperature; a greedy row (0) keeps only its
+    highest logit, so sampling it returns the argmax, as greedy decoding would."""
+
+    def __init__(self, temperatures: Sequence[float]):
+        self.temperatures = list(temperatures)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        temps = torch.tensor(self.temperatures, dtype=scores.dtype, device=scores.device)
+        greedy = temps <= 0
+        scaled = scores / torch.where(greedy, torch.ones_like(temps), temps).unsqueeze(1)
+        if greedy.any():
+            best = scores.argmax(dim=-1, keepdim=True)
+            one_hot = torch.full_like(scores, float("-inf")).scatter(1, best, 0.0)
+            scaled = torch.where(greedy.unsqueeze(1), one_hot, scaled)
+        return scaled
 
 
 class _Rows(StoppingCriteria):

@@ -31,13 +31,14 @@ class GenRequest:
     on_delta: Callable[[str], None] | None = field(default=None, compare=False)
 
     @property
-    def group_key(self) -> tuple[float, int | None, str | None]:
-        """Requests with equal keys may share one ``generate`` call: it takes a single
-        temperature, seed and adapter. Greedy requests ignore the seed, so they all
-        share the key ``(0.0, None, adapter)``."""
-        if self.temperature > 0:
-            return (float(self.temperature), self.seed, self.adapter)
-        return (0.0, None, self.adapter)
+    def group_key(self) -> tuple:
+        """Requests with equal keys may share one ``generate`` call. A call applies one
+        adapter; temperatures may differ per row (``run_batch`` scales each row), so
+        greedy and sampled requests share a batch. A seeded sampled request gets a call
+        of its own seed, so its sample is reproducible."""
+        if self.temperature > 0 and self.seed is not None:
+            return ("seeded", float(self.temperature), self.seed, self.adapter)
+        return ("shared", self.adapter)
 
 
 @dataclass(frozen=True)
