@@ -198,8 +198,9 @@ def eval_(
     with err.status(f"evaluating {len(tasks)} tasks"):
         result = asyncio.run(evaluate(cfg, tasks, spec=spec, adapter=adapter or cfg.run.adapter))
     registry = AdapterRegistry(cfg.home)
-    if result.adapter in {m.name for m in registry.list()}:
-        registry.set_eval(result.adapter, {f"eval {spec}": result.model_dump(mode="json")})
+    if result.adapter in {m.name for m in registry.list()}:  # kept per spec in the manifest
+        earlier = registry.get(result.adapter).evaluation.get("eval", {})
+        registry.set_eval(result.adapter, {"eval": {**earlier, spec: result.model_dump(mode="json")}})
     if as_json:
         _print_json(result.model_dump(mode="json"))
         return

@@ -197,7 +197,8 @@ def _eval_entry(result: EvalResult | None, spec: str | None, incumbent: EvalResu
     return {"spec": spec, "pass_at_1": result.pass_at_1, "passed": result.passed,
             "total": result.total, "per_family": result.per_family, "run_id": result.run_id,
             "incumbent": incumbent.adapter if incumbent else None,
-            "incumbent_pass_at_1": incumbent.pass_at_1 if incumbent else None}
+            "incumbent_pass_at_1": incumbent.pass_at_1 if incumbent else None,
+            "incumbent_per_family": incumbent.per_family if incumbent else None}
 
 
 def _rounded(seconds: dict[str, float]) -> dict[str, float]:

@@ -154,3 +154,33 @@ async def test_training_tasks_that_are_evaluation_tasks_are_refused_before_any_w
     with pytest.raises(ConfigError, match="add/0"):
         await improve(cfg, leaky, models=models)
     assert models.generator.calls == []
+
+
+def test_distill_command_trains_a_candidate_from_stored_trajectories(tmp_path, tiny_base):
+    from tests.test_cli import cli
+    from tests.test_finetune_train import make_trajectory
+
+    from memory.records import RunRecord
+
+    (tmp_path / "selftaught.toml").write_text(
+        f'[models]\ngenerator = "local/{tiny_base}"\n'
+        "[distill.train]\nmax_steps = 2\nbatch_size = 4\n")
+    with open_store(tmp_path / "home") as store:
+        store.create_run(RunRecord(run_id="r", tasks_spec="t", settings={}, total=8))
+        for i in range(8):
+            store.add_trajectory(make_trajectory(i))
+    result = cli("distill", "--name", "first", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads(result.stdout)
+    assert manifest["name"] == "first" and manifest["status"] == "candidate"
+    assert manifest["dataset"]["rows"] == 8 and manifest["hyper"]["max_steps"] == 2
+    assert (tmp_path / "home" / "adapters" / "first" / "adapter_model.safetensors").is_file()
+
+    # The same name again, and a holdout that overlaps the data: refused, nothing added.
+    again = cli("distill", "--name", "first", cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    tasks = tmp_path / "holdout.jsonl"
+    tasks.write_text(json.dumps({"id": "h", "prompt": make_task(3).prompt, "answer": "13"}) + "\n")
+    leaky = cli("distill", "--holdout", str(tasks), cwd=tmp_path)
+    assert leaky.returncode == 2 and "add/3" in leaky.stderr
+    assert [m.name for m in AdapterRegistry(tmp_path / "home").list()] == ["first"]

@@ -75,3 +75,14 @@ def test_one_improve_round_with_the_embedded_model(tmp_path: Path) -> None:
     listed = cli("adapters", "list", "--json", cwd=tmp_path)
     assert listed.returncode == 0
     assert json.loads(listed.stdout)["champion"] == ("a0001" if round_["promoted"] else None)
+
+    # eval: pass@1 of a registered adapter is kept in its manifest, per spec.
+    holdout = f"rg:basic_arithmetic:seed=2000:n=4:{ARITH}"
+    scored = cli("eval", holdout, "--adapter", "a0001", "--json", cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    result = json.loads(scored.stdout)
+    assert (result["adapter"], result["total"]) == ("a0001", 4)
+    assert result["pass_at_1"] == result["passed"] / 4
+    assert registry.get("a0001").evaluation["eval"][holdout]["passed"] == result["passed"]
+    base = json.loads(cli("eval", holdout, "--adapter", "none", "--json", cwd=tmp_path).stdout)
+    assert base["adapter"] == "none" and base["total"] == 4

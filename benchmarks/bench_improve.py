@@ -1,0 +1,109 @@
+"""Self-improvement in the weights with the embedded model on CPU: holdout pass@1 per
+family for the base model and after each ``improve`` round, the retention change, and
+the wall time of each stage.
+
+    uv run python benchmarks/bench_improve.py [--train-n 32] [--holdout-n 24] [--rounds 2]
+
+One ``improve`` call over the three families together (training tasks of all three in
+one suite, holdout per family read from the evaluation), with a fourth family as the
+retention suite. Seeds are far apart so no training prompt is an evaluation prompt.
+Prints a JSON report on stdout and markdown tables for benchmarks/RESULTS.md on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from finetune.registry import AdapterRegistry  # noqa: E402
+from finetune.train import TrainConfig  # noqa: E402
+from orchestrator.config import (  # noqa: E402
+    Config, DistillConfig, ImproveConfig, LoopConfig, RunConfig,
+)
+from orchestrator.improve import Suites, improve  # noqa: E402
+from orchestrator.suites import load_tasks  # noqa: E402
+
+FAMILIES = {
+    "basic_arithmetic": "rg:basic_arithmetic:min_terms=2:max_terms=2:min_digits=1:max_digits=1",
+    "gcd": "rg:gcd:min_value=1:max_value=60",
+    "word_sequence_reversal": "rg:word_sequence_reversal:min_words=3:max_words=4",
+}
+RETENTION = "rg:chain_sum:min_terms=2:max_terms=2:min_digits=1:max_digits=1"
+
+
+def joined(n: int, seed: int) -> str:
+    return "+".join(f"{spec}:n={n}:seed={seed}" for spec in FAMILIES.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--train-n", type=int, default=32, help="training tasks per family")
+    parser.add_argument("--holdout-n", type=int, default=24, help="holdout tasks per family")
+    parser.add_argument("--retention-n", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--reply-tokens", type=int, default=96)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+
+    train, holdout = joined(args.train_n, 100_000), joined(args.holdout_n, 200_000)
+    retention = f"{RETENTION}:n={args.retention_n}:seed=300000"
+    suites = Suites(train_spec=train, train=load_tasks(train), holdout_spec=holdout,
+                    holdout=load_tasks(holdout), retention_spec=retention,
+                    retention=load_tasks(retention))
+    with tempfile.TemporaryDirectory() as home:
+        config = Config(
+            home=Path(home), run=RunConfig(concurrency=args.concurrency),
+            loop=LoopConfig(max_attempts=3, reply_max_tokens=args.reply_tokens),
+            distill=DistillConfig(train=TrainConfig(epochs=args.epochs)),
+            improve=ImproveConfig(rounds=args.rounds))
+        started = time.monotonic()
+
+        def on_stage(round_no: int, what: str) -> None:
+            print(f"[{time.monotonic() - started:7.1f}s] round {round_no}: {what}",
+                  file=sys.stderr, flush=True)
+
+        report = asyncio.run(improve(config, suites, on_stage=on_stage))
+        manifests = {m.name: m for m in AdapterRegistry(home).list()}
+    total = time.monotonic() - started
+
+    rounds = []
+    for r in report.rounds:
+        evaluation = manifests[r.adapter].evaluation if r.adapter else {}
+        holdout_eval = evaluation.get("holdout", {})
+        rounds.append({**r.model_dump(mode="json"),
+                       "holdout_per_family_before": holdout_eval.get("incumbent_per_family"),
+                       "holdout_per_family_after": holdout_eval.get("per_family"),
+                       "train_rows": manifests[r.adapter].dataset.rows if r.adapter else 0,
+                       "tokens_per_s": manifests[r.adapter].tokens_per_s if r.adapter else None})
+    result = {"args": vars(args), "rounds": rounds, "promoted_any": report.promoted_any,
+              "champion": report.champion, "seconds": round(total, 1)}
+    print(json.dumps(result))
+
+    print("| round | family | holdout before | holdout after | decision |", file=sys.stderr)
+    print("|---|---|---|---|---|", file=sys.stderr)
+    for r in rounds:
+        before, after = r["holdout_per_family_before"] or {}, r["holdout_per_family_after"] or {}
+        for family in FAMILIES:
+            print(f"| {r['round']} | {family} | {before.get(family, float('nan')):.2f} | "
+                  f"{after.get(family, float('nan')):.2f} | "
+                  f"{'promoted' if r['promoted'] else 'kept'} |", file=sys.stderr)
+    print("\n| round | train solved | rows | retention before | retention after | collect s | "
+          "distill s | eval s |", file=sys.stderr)
+    print("|---|---|---|---|---|---|---|---|", file=sys.stderr)
+    for r in rounds:
+        sec = r["seconds"]
+        print(f"| {r['round']} | {r['train_solved']}/{r['train_total']} | {r['train_rows']} | "
+              f"{r['retention_before']} | {r['retention_after']} | {sec.get('collect')} | "
+              f"{sec.get('distill')} | {sec.get('eval')} |", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
