@@ -10,14 +10,12 @@ from agents.model import ChatModel, GenerationParams, Usage
 from agents.prompts import critic_messages
 from memory.records import Attempt, Task
 
-CRITIC_PARAMS = GenerationParams(temperature=0.0, max_tokens=96)
-
-
 async def critique(
-    model: ChatModel, task: Task, attempt: Attempt, *, with_feedback: bool
+    model: ChatModel, task: Task, attempt: Attempt, *, with_feedback: bool, max_tokens: int = 96
 ) -> tuple[str, Usage]:
-    """Return the critique text and the call's usage."""
+    """Return the critique text (greedy, at most ``max_tokens``) and the call's usage."""
     completion = await model.complete(
-        critic_messages(task, attempt, with_feedback=with_feedback), CRITIC_PARAMS
+        critic_messages(task, attempt, with_feedback=with_feedback),
+        GenerationParams(temperature=0.0, max_tokens=max_tokens),
     )
     return completion.text.strip(), completion.usage

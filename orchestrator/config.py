@@ -56,6 +56,8 @@ class LoopConfig(_Section):
     reference (+ privileged reference/tests; for collecting training data only)."""
     reply_max_tokens: int = Field(256, ge=1)
     """max_tokens for each generator reply."""
+    feedback_max_tokens: int = Field(96, ge=1)
+    """max_tokens for each critique and each hint."""
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     """Temperature of the first attempt (0 = greedy)."""
     temperature_step: float = Field(0.3, ge=0.0, le=2.0)

@@ -82,7 +82,8 @@ async def critique(state: LoopState, runtime: Rt) -> dict:
     *earlier, last = state["attempts"]
     with_feedback = state["hint_policy"] in ("feedback", "reference")
     try:
-        text, usage = await write_critique(ctx.critic, state["task"], last, with_feedback=with_feedback)
+        text, usage = await write_critique(ctx.critic, state["task"], last, with_feedback=with_feedback,
+                                           max_tokens=ctx.loop.feedback_max_tokens)
     except ModelError as exc:
         text, usage = None, None
         last = last.model_copy(update={"error": scrub_secrets(f"critic failed: {exc}")})
@@ -96,7 +97,7 @@ async def hint(state: LoopState, runtime: Rt) -> dict:
     *earlier, last = state["attempts"]
     try:
         given, usage = await give_hint(ctx.hint_giver, state["task"], last, last.critique,
-                                       state["hint_policy"])
+                                       state["hint_policy"], max_tokens=ctx.loop.feedback_max_tokens)
         tokens = usage.total_tokens
         last = last.model_copy(update={"hint": given})
     except ModelError as exc:

@@ -19,6 +19,7 @@ CONFIG = """
 [loop]
 max_attempts = 2
 reply_max_tokens = 40
+feedback_max_tokens = 32
 [run]
 concurrency = 8
 [distill.train]
