@@ -28,7 +28,7 @@ from errors import ConfigError
 from finetune.dataset import check_leakage, prompt_hashes
 from finetune.registry import AdapterRegistry
 from memory.records import RunRecord, Task
-from memory.store import open_store
+from memory.store import TrajectoryStore, open_store
 from orchestrator.config import Config, with_overrides
 from orchestrator.distill import distill
 from orchestrator.evaluate import EvalResult, evaluate
@@ -178,7 +178,7 @@ async def improve(
                          champion=champion.name if champion else None)
 
 
-async def _collect(config: Config, suites: Suites, store, models: RoleModels) -> RunRecord:
+async def _collect(config: Config, suites: Suites, store: TrajectoryStore, models: RoleModels) -> RunRecord:
     """One reference-hint run over the training tasks with the current champion."""
     cfg = with_overrides(config, {"loop.hints": "reference", "run.adapter": "champion"})
     run = RunRecord(run_id=f"improve-{new_run_id()}", tasks_spec=suites.train_spec,

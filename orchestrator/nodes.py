@@ -97,7 +97,8 @@ async def hint(state: LoopState, runtime: Rt) -> dict:
     *earlier, last = state["attempts"]
     try:
         given, usage = await give_hint(ctx.hint_giver, state["task"], last, last.critique,
-                                       state["hint_policy"], max_tokens=ctx.loop.feedback_max_tokens)
+                                       state["hint_policy"], max_tokens=ctx.loop.feedback_max_tokens,
+                                       reveal_reference=ctx.loop.reveal_reference)
         tokens = usage.total_tokens
         last = last.model_copy(update={"hint": given})
     except ModelError as exc:

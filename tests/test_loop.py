@@ -88,6 +88,22 @@ async def test_reference_policy_shows_the_reference_only_to_the_hint_giver(tmp_p
     assert "Correct answer" not in critic.calls[0].messages[-1]["content"]
     for call in generator.calls:
         assert all("Correct answer" not in m["content"] for m in call.messages)
+    # By default the hint ends with the reference answer (rationalization).
+    retry = generator.calls[1].messages[-1]["content"]
+    assert "Hint: The answer is four.\nThe correct answer is 4." in retry
+
+
+async def test_reference_is_not_revealed_when_switched_off_or_under_other_policies(tmp_path):
+    for policy, reveal in (("reference", False), ("critique", True), ("feedback", True)):
+        generator = ScriptedChatModel(["Answer: 5", "Answer: 4"])
+        critic = ScriptedChatModel(["Wrong sum."], model_id="fake/critic")
+        hint = ScriptedChatModel(["Add again."], model_id="fake/hint")
+        where = tmp_path / f"{policy}-{reveal}"
+        where.mkdir()
+        await _run(where, [_task()], _roles(generator, critic, hint), hints=policy,
+                   reveal_reference=reveal)
+        retry = generator.calls[1].messages[-1]["content"]
+        assert "Hint: Add again." in retry and "The correct answer" not in retry
 
 
 async def test_repeated_failed_answer_is_resampled_hotter(tmp_path):
