@@ -36,6 +36,17 @@ def collect_trajectories(store: TrajectoryStore, run_ids: Sequence[str] | None) 
     return found
 
 
+def trainable_base(config: Config) -> str:
+    """The generator's model id, which distillation trains; ``ConfigError`` unless it
+    is a local model (weights on disk)."""
+    base_model = config.models.generator
+    if not is_local(base_model):
+        raise ConfigError(
+            f"distill trains the local generator, but models.generator is {base_model!r}; "
+            "set --model / models.generator to local/smollm2 or local/<model directory>")
+    return base_model
+
+
 def distill(
     config: Config,
     trajectories: Iterable[Trajectory],
@@ -52,11 +63,7 @@ def distill(
     ``exclude`` are evaluation tasks: a training prompt equal to one of theirs is
     refused (``ConfigError`` naming the overlap). Also ``ConfigError``: a generator
     that is not a local model, a name already taken, no verified trajectory."""
-    base_model = config.models.generator
-    if not is_local(base_model):
-        raise ConfigError(
-            f"distill trains the local generator, but models.generator is {base_model!r}; "
-            "set --model / models.generator to local/smollm2 or local/<model directory>")
+    base_model = trainable_base(config)
     method = method or config.distill.method
     registry = AdapterRegistry(config.home)
     name = name or registry.next_name()

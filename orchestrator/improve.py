@@ -30,7 +30,7 @@ from finetune.registry import AdapterRegistry
 from memory.records import RunRecord, Task
 from memory.store import TrajectoryStore, open_store
 from orchestrator.config import Config, with_overrides
-from orchestrator.distill import distill
+from orchestrator.distill import distill, trainable_base
 from orchestrator.evaluate import EvalResult, evaluate
 from orchestrator.gate import decide
 from orchestrator.runner import RoleModels, build_models, execute_run, new_run_id, run_settings
@@ -100,6 +100,7 @@ async def improve(
 ) -> ImproveReport:
     """Run ``rounds`` (default ``config.improve.rounds``) improvement rounds."""
     check_suites(suites)
+    trainable_base(config)  # fail before collecting, not after
     rounds = rounds or config.improve.rounds
     models = models or build_models(config)
     registry = AdapterRegistry(config.home)

@@ -153,6 +153,9 @@ async def test_training_tasks_that_are_evaluation_tasks_are_refused_before_any_w
     leaky = suites().model_copy(update={"holdout": [add_task(0), add_task(30)]})
     with pytest.raises(ConfigError, match="add/0"):
         await improve(cfg, leaky, models=models)
+    remote = cfg.model_copy(update={"models": ModelsConfig(generator="openai/gpt-4o-mini")})
+    with pytest.raises(ConfigError, match="local"):
+        await improve(remote, suites(), models=models)
     assert models.generator.calls == []
 
 
