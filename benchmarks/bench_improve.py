@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--reply-tokens", type=int, default=96)
+    parser.add_argument("--feedback-tokens", type=int, default=64)
+    parser.add_argument("--attempts", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
@@ -61,7 +63,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         config = Config(
             home=Path(home), run=RunConfig(concurrency=args.concurrency),
-            loop=LoopConfig(max_attempts=3, reply_max_tokens=args.reply_tokens),
+            loop=LoopConfig(max_attempts=args.attempts, reply_max_tokens=args.reply_tokens,
+                            feedback_max_tokens=args.feedback_tokens),
             distill=DistillConfig(train=TrainConfig(epochs=args.epochs)),
             improve=ImproveConfig(rounds=args.rounds))
         started = time.monotonic()
