@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from finetune.dataset import prompt_hash, prompt_hashes  # noqa: E402
 from finetune.registry import AdapterRegistry  # noqa: E402
 from finetune.train import TrainConfig  # noqa: E402
 from orchestrator.config import (  # noqa: E402
@@ -33,9 +34,9 @@ from orchestrator.suites import load_tasks  # noqa: E402
 FAMILIES = {
     "basic_arithmetic": "rg:basic_arithmetic:min_terms=2:max_terms=2:min_digits=1:max_digits=1",
     "gcd": "rg:gcd:min_value=1:max_value=60",
-    "word_sequence_reversal": "rg:word_sequence_reversal:min_words=3:max_words=4",
+    "chain_sum": "rg:chain_sum:min_terms=3:max_terms=3:min_digits=1:max_digits=1",
 }
-RETENTION = "rg:chain_sum:min_terms=2:max_terms=2:min_digits=1:max_digits=1"
+RETENTION = "rg:basic_arithmetic:min_terms=2:max_terms=2:min_digits=2:max_digits=2"
 
 
 def joined(n: int, seed: int) -> str:
@@ -57,7 +58,12 @@ def main() -> None:
 
     train, holdout = joined(args.train_n, 100_000), joined(args.holdout_n, 200_000)
     retention = f"{RETENTION}:n={args.retention_n}:seed=300000"
-    suites = Suites(train_spec=train, train=load_tasks(train), holdout_spec=holdout,
+    # Small configs repeat prompts across seeds: train only on prompts no suite evaluates.
+    evaluated = prompt_hashes([*load_tasks(holdout), *load_tasks(retention)])
+    train_tasks = [t for t in load_tasks(train) if prompt_hash(t.prompt) not in evaluated]
+    print(f"{len(load_tasks(train)) - len(train_tasks)} training tasks dropped: their prompt is "
+          "also an evaluation prompt", file=sys.stderr)
+    suites = Suites(train_spec=train, train=train_tasks, holdout_spec=holdout,
                     holdout=load_tasks(holdout), retention_spec=retention,
                     retention=load_tasks(retention))
     with tempfile.TemporaryDirectory() as home:

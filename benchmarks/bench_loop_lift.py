@@ -28,6 +28,7 @@ FAMILIES = {
     "basic_arithmetic": "rg:basic_arithmetic:seed=11:min_terms=2:max_terms=2:min_digits=1:max_digits=1",
     "gcd": "rg:gcd:seed=11:min_value=1:max_value=60",
     "word_sequence_reversal": "rg:word_sequence_reversal:seed=11:min_words=3:max_words=4",
+    "chain_sum": "rg:chain_sum:seed=11:min_terms=3:max_terms=3:min_digits=1:max_digits=1",
 }
 POLICIES = ("none", "critique", "feedback", "reference")
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, Field
 
 from errors import ConfigError
-from finetune.dataset import check_leakage, prompt_hashes
+from finetune.dataset import prompt_hash, prompt_hashes
 from finetune.registry import AdapterRegistry
 from memory.records import RunRecord, Task
 from memory.store import TrajectoryStore, open_store
@@ -81,13 +81,16 @@ def check_suites(suites: Suites) -> None:
     holdout is empty: the gate would be meaningless."""
     if not suites.holdout:
         raise ConfigError(f"--holdout {suites.holdout_spec} has no tasks; give a holdout suite")
-    try:
-        check_leakage(suites.train, prompt_hashes([*suites.holdout, *suites.retention]))
-    except ConfigError as exc:
-        # reasoning-gym seeds each item with seed + index, so nearby seeds overlap.
-        raise ConfigError(f"{exc} (rg suites: item i of seed S is item 0 of seed S+i, so give "
-                          "the training and evaluation suites seeds far apart, e.g. 1000 and 2000)"
-                          ) from None
+    hashes = prompt_hashes([*suites.holdout, *suites.retention])
+    leaked = [t.id for t in suites.train if prompt_hash(t.prompt) in hashes]
+    if leaked:
+        shown = ", ".join(leaked[:10]) + (f", ... ({len(leaked) - 10} more)" if len(leaked) > 10 else "")
+        raise ConfigError(
+            f"{len(leaked)} training task(s) have the same prompt as a holdout or retention task "
+            f"({shown}): training on them would make the gate meaningless. Use training and "
+            "evaluation suites that do not overlap (small reasoning-gym configs repeat prompts; "
+            "item i of seed S is item 0 of seed S+i, so use seeds far apart) or a JSONL file "
+            "without those tasks.")
 
 
 async def improve(
