@@ -141,7 +141,8 @@ def run(
     hint_model: Annotated[Optional[str], typer.Option("--hint-model")] = None,
     max_attempts: Annotated[Optional[int], typer.Option("--max-attempts")] = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency")] = None,
-    adapter: Annotated[Optional[str], typer.Option("--adapter")] = None,
+    adapter: Annotated[Optional[str], typer.Option(
+        "--adapter", help="NAME, champion (the default) or none.")] = None,
     hints: Annotated[Optional[str], typer.Option("--hints", help="none|critique|feedback|reference")] = None,
     no_memory: Annotated[bool, typer.Option("--no-memory")] = False,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue a run that was killed.")] = None,
