@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from memory.records import RunRecord, Task
 from memory.store import open_store
 from orchestrator.config import Config, with_overrides
-from orchestrator.runner import RoleModels, execute_run, new_run_id, run_settings
+from orchestrator.runner import RoleModels, execute_run, new_run_id, run_settings, usable_champion
 
 EVAL_STORE = "evals.db"
 
@@ -50,14 +50,11 @@ def eval_config(config: Config, adapter: str | None) -> Config:
 def adapter_label(config: Config, adapter: str | None) -> str:
     """The name an evaluation reports: ``champion`` becomes the champion's name, or
     ``none`` when the base model is the incumbent (see ``runner.resolve_adapter``)."""
-    from finetune.registry import AdapterRegistry
-
     if adapter is None or adapter.strip().lower() == "none":
         return "none"
     if adapter.strip().lower() == "champion":
-        champion = AdapterRegistry(config.home).champion()
-        usable = champion is not None and champion.base_model == config.models.generator
-        return champion.name if usable else "none"
+        champion = usable_champion(config)
+        return champion.name if champion else "none"
     return adapter
 
 

@@ -163,6 +163,15 @@ def build_models(config: Config) -> RoleModels:
                       hint_giver=make(settings.hint), judge=make(settings.judge or settings.critic))
 
 
+def usable_champion(config: Config):
+    """The champion's manifest when there is one trained on the generator model, else
+    None (the base model is then the incumbent)."""
+    from finetune.registry import AdapterRegistry
+
+    champion = AdapterRegistry(config.home).champion()
+    return champion if champion and champion.base_model == config.models.generator else None
+
+
 def resolve_adapter(config: Config) -> str | None:
     """The generator's adapter directory for ``run.adapter``: None for ``none`` (or
     unset); for ``champion`` the champion's directory when there is one and it was
@@ -177,10 +186,8 @@ def resolve_adapter(config: Config) -> str | None:
     if name.lower() == "none":
         return None
     if name.lower() == "champion":
-        champion = registry.champion()
-        if champion is None or champion.base_model != generator:
-            return None
-        return str(registry.path(champion.name).resolve())
+        champion = usable_champion(config)
+        return str(registry.path(champion.name).resolve()) if champion else None
     adapters = {m.name: m for m in registry.list()}
     if name in adapters:
         if adapters[name].base_model != generator:
