@@ -142,7 +142,7 @@ def load_probe(model_id: str) -> None:
     import transformers.models.llama.modeling_llama  # noqa: F401
     import transformers.tokenization_utils_tokenizers  # noqa: F401
 
-    import agents.local.generate  # noqa: F401
+    import agents.local.decode  # noqa: F401
 
     imported = time.perf_counter()
     model = make_chat_model(model_id)

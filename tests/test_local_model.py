@@ -43,7 +43,7 @@ async def test_greedy_completion_is_real_and_deterministic(model, engine):
     assert first.model == MODEL and first.finish_reason in ("stop", "length")
 
     # Usage counts are the tokenizer's, not estimates.
-    from agents.local.generate import render_prompt
+    from agents.local.decode import render_prompt
 
     tokenizer = engine.tokenizer
     prompt = render_prompt(tokenizer, CAPITAL)
@@ -84,7 +84,7 @@ async def test_concurrent_requests_share_one_generate_call(model, engine):
 def test_converted_cache_exists_and_is_reused(engine, monkeypatch):
     from agents.local import cache
     from agents.local.engine import LocalEngine
-    from agents.local.generate import GenRequest
+    from agents.local.request import GenRequest
     from agents.local.resolve import resolve_local_model
 
     source = resolve_local_model(MODEL)

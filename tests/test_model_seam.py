@@ -21,7 +21,7 @@ from agents.litellm_model import (
     litellm_module,
     make_chat_model,
 )
-from agents.local.batcher import Batcher
+from agents.local.batcher import Batcher, WholeBatches
 from agents.model import ChatModel, GenerationParams
 from errors import ConfigError, ModelError, TransientModelError
 
@@ -268,7 +268,12 @@ def blocked_batcher(run_group, **kwargs):
     """A batcher whose worker waits until ``release`` is set, so a test can queue
     everything first and the batches are deterministic."""
     release = threading.Event()
-    batcher = Batcher(run_group, on_start=release.wait, gather_ms=1, **kwargs)
+
+    def start():
+        release.wait()
+        return WholeBatches(run_group)
+
+    batcher = Batcher(start, gather_ms=1, **kwargs)
     return batcher, release
 
 
@@ -314,7 +319,7 @@ def test_batcher_start_failure_fails_pending_and_later_requests():
         gate.wait()
         raise ConfigError("model missing")
 
-    batcher = Batcher(lambda rs: rs, on_start=start)
+    batcher = Batcher(start)
     pending = batcher.submit(Req(key=1))
     gate.set()
     with pytest.raises(ConfigError, match="model missing"):
@@ -335,7 +340,104 @@ def test_batcher_skips_cancelled_requests():
     batcher.close()
 
 
-# -- generation with per-row stops (scripted LM) and a tiny real Llama ----------------
+class ScriptedStepper:
+    """A ``Stepper`` whose rows each take ``request.steps`` steps (50 ms each) and
+    return ``request.n``; records what it was asked to do."""
+
+    def __init__(self, fail_steps=False):
+        self.rows: dict = {}
+        self.admitted: list[list[int]] = []
+        self.fail_steps = fail_steps
+
+    def __len__(self):
+        return len(self.rows)
+
+    def admit(self, requests, handles):
+        self.admitted.append([r.n for r in requests])
+        self.rows.update({h: [r.n, r.steps] for r, h in zip(requests, handles)})
+        return []
+
+    def step(self):
+        import time
+
+        time.sleep(0.05)
+        if self.fail_steps:
+            raise ValueError("step exploded")
+        for row in self.rows.values():
+            row[1] -= 1
+        done = [(h, row[0]) for h, row in self.rows.items() if row[1] <= 0]
+        for h, _ in done:
+            del self.rows[h]
+        return done
+
+    def clear(self):
+        handles, self.rows = list(self.rows), {}
+        return handles
+
+
+def scripted_batcher(stepper, **kwargs):
+    release = threading.Event()
+
+    def start():
+        release.wait()
+        return stepper
+
+    return Batcher(start, gather_ms=1, **kwargs), release
+
+
+def wait_for(condition, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.005)
+
+
+def test_batcher_admits_requests_into_the_running_batch():
+    stepper = ScriptedStepper()
+    batcher, release = scripted_batcher(stepper, max_batch_size=2)
+    long = batcher.submit(Req(key="a", n=1, steps=20))
+    release.set()
+    wait_for(lambda: stepper.admitted)
+    short = batcher.submit(Req(key="a", n=2, steps=1))
+    full = [batcher.submit(Req(key="a", n=3 + i, steps=1)) for i in range(2)]
+    assert short.result(timeout=10) == 2
+    assert not long.done()  # the short row joined and left while the long one ran
+    assert [f.result(timeout=10) for f in full] == [3, 4] and long.result(timeout=10) == 1
+    assert stepper.admitted[:2] == [[1], [2]]  # one free row: the others waited for it
+    assert batcher.stats.largest_batch == 2
+    batcher.close()
+
+
+def test_batcher_switches_key_only_when_the_running_rows_are_done():
+    stepper = ScriptedStepper()
+    batcher, release = scripted_batcher(stepper)
+    first = batcher.submit(Req(key="a", n=1, steps=6))
+    other = batcher.submit(Req(key="b", n=2, steps=1))
+    release.set()
+    wait_for(lambda: stepper.admitted)
+    later = batcher.submit(Req(key="a", n=3, steps=1))  # behind "b" in the queue
+    assert [f.result(timeout=10) for f in (first, other, later)] == [1, 2, 3]
+    assert stepper.admitted == [[1], [2], [3]]
+    assert [key for key, _ in batcher.stats.recent] == ["a", "b", "a"]
+    batcher.close()
+
+
+def test_batcher_step_failure_fails_running_rows_and_serving_goes_on():
+    stepper = ScriptedStepper(fail_steps=True)
+    batcher, release = scripted_batcher(stepper)
+    running = [batcher.submit(Req(key="a", n=i, steps=3)) for i in range(2)]
+    release.set()
+    for future in running:
+        with pytest.raises(ModelError, match="step exploded"):
+            future.result(timeout=10)
+    stepper.fail_steps = False
+    assert batcher.submit(Req(key="a", n=7, steps=1)).result(timeout=10) == 7
+    batcher.close()
+
+
+# -- generation with per-row stops (rows alone) and a tiny real Llama ----------------
 
 
 def tiny_tokenizer():
@@ -359,67 +461,50 @@ def tiny_tokenizer():
     return tokenizer
 
 
-class ScriptedLM:
-    """Stands in for a causal LM: row i emits ``scripts[i]`` token by token through the
-    real stopping-criteria protocol of ``generate``."""
+def make_row(tokenizer, request, prompt_tokens=3):
+    from agents.local.rows import Row
 
-    device = "cpu"
-    generation_config = SimpleNamespace(eos_token_id=2)
+    return Row(tokenizer, request, {tokenizer.eos_token_id}, prompt_tokens)
 
-    def __init__(self, scripts):
-        self.scripts = scripts
-        self.steps = 0
 
-    def generate(
-        self, input_ids, attention_mask, max_new_tokens, stopping_criteria, pad_token_id, **_
-    ):
-        import torch
-
-        unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool)
-        for step in range(max_new_tokens):
-            column = [s[step] if step < len(s) else pad_token_id for s in self.scripts]
-            column = torch.where(unfinished, torch.tensor(column), torch.tensor(pad_token_id))
-            input_ids = torch.cat([input_ids, column[:, None]], dim=1)
-            unfinished &= ~stopping_criteria(input_ids, None)
-            self.steps = step + 1
-            if not unfinished.any():
-                break
-        return input_ids
+def feed(row, tokens) -> int:
+    """Push ``tokens`` until the row stops; how many it took."""
+    for count, token in enumerate(tokens, start=1):
+        if row.push(token):
+            return count
+    return len(tokens)
 
 
 def test_rows_stop_on_their_own_eos_stop_string_and_max_tokens():
-    from agents.local.generate import GenRequest, run_batch
+    from agents.local.request import GenRequest
 
     tokenizer = tiny_tokenizer()
     ids = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-    eos = tokenizer.eos_token_id
-    scripts = [ids("hello") + [eos], ids("one\ntwo\nthree"), ids("abcdefghijklmnop")]
     streamed = []
-    requests = [
-        GenRequest(messages=MESSAGES, max_tokens=20),
-        GenRequest(messages=MESSAGES, max_tokens=20, stop=("\n",), on_delta=streamed.append),
-        GenRequest(messages=MESSAGES, max_tokens=4),
-    ]
-    model = ScriptedLM(scripts)
-    results = run_batch(model, tokenizer, requests)
+    eos_row = make_row(tokenizer, GenRequest(messages=MESSAGES, max_tokens=20), prompt_tokens=7)
+    stop_row = make_row(tokenizer, GenRequest(
+        messages=MESSAGES, max_tokens=20, stop=("\n",), on_delta=streamed.append))
+    long_row = make_row(tokenizer, GenRequest(messages=MESSAGES, max_tokens=4))
+    assert feed(eos_row, ids("hello") + [tokenizer.eos_token_id] + ids("junk")) == 6
+    assert feed(stop_row, ids("one\ntwo\nthree")) == 4
+    assert feed(long_row, ids("abcdefghijklmnop")) == 4
+    results = [row.result() for row in (eos_row, stop_row, long_row)]
     assert [r.text for r in results] == ["hello", "one", "abcd"]
     assert [r.finish_reason for r in results] == ["stop", "stop", "length"]
     assert [r.completion_tokens for r in results] == [6, 4, 4]
-    assert model.steps == 6  # stopped when every row was done, not at max_tokens=20
+    assert results[0].prompt_tokens == 7
     assert "".join(streamed) == "one"
-    prompt = tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
-    assert results[0].prompt_tokens == len(ids(prompt))
 
 
 def test_streamed_pieces_hold_back_a_possible_stop_string():
-    from agents.local.generate import GenRequest, run_batch
+    from agents.local.request import GenRequest
 
     tokenizer = tiny_tokenizer()
     streamed = []
     request = GenRequest(messages=MESSAGES, max_tokens=30, stop=("END",), on_delta=streamed.append)
-    model = ScriptedLM([tokenizer.encode("abc ENxEND tail", add_special_tokens=False)])
-    [result] = run_batch(model, tokenizer, [request])
-    assert result.text == "abc ENx" and "".join(streamed) == "abc ENx"
+    row = make_row(tokenizer, request)
+    feed(row, tokenizer.encode("abc ENxEND tail", add_special_tokens=False))
+    assert row.result().text == "abc ENx" and "".join(streamed) == "abc ENx"
     assert all("END" not in piece for piece in streamed)
 
 
@@ -468,7 +553,8 @@ def tiny_adapter_dir(tiny_model_dir, tmp_path_factory):
 def test_batched_greedy_equals_one_at_a_time(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agents.local.generate import GenRequest, run_batch
+    from agents.local.decode import run_batch
+    from agents.local.request import GenRequest
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -483,11 +569,71 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model_dir):
     assert [r.completion_tokens for r in together] == [12, 5, 9]
 
 
+def test_rows_join_and_leave_a_running_decode_batch(tiny_model_dir):
+    from contextlib import nullcontext
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agents.local.decode import DecodeBatch, eos_token_ids, run_batch
+    from agents.local.request import GenRequest
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    forwards = []
+
+    def select(adapter):
+        forwards.append(adapter)
+        return nullcontext(model)
+
+    ask = lambda text, n: GenRequest(messages=[{"role": "user", "content": text}], max_tokens=n)  # noqa: E731
+    long, short, late = ask("a much longer prompt than the others", 12), ask("hi", 3), ask("mid", 6)
+    alone = {name: run_batch(model, tokenizer, [r])[0]
+             for name, r in (("long", long), ("short", short), ("late", late))}
+
+    batch = DecodeBatch(tokenizer, eos_token_ids(model, tokenizer), select)
+    finished = dict(batch.admit([long, short], ["long", "short"]))
+    sizes = [len(batch)]
+    for _ in range(4):
+        finished.update(batch.step())
+        sizes.append(len(batch))
+    finished.update(batch.admit([late], ["late"]))  # joins after "short" has left
+    sizes.append(len(batch))
+    while batch:
+        finished.update(batch.step())
+        sizes.append(len(batch))
+    assert finished == alone  # joining and leaving change no row's greedy reply
+    assert sizes[:4] == [2, 2, 1, 1] and sizes[5] == 2 and sizes[-1] == 0
+    # 2 prefills + 11 steps for the longest row (its first token came from the prefill).
+    assert len(forwards) == 13 and set(forwards) == {None}
+    with pytest.raises(ValueError, match="one adapter per decode batch"):
+        batch.admit([ask("x", 2), GenRequest(messages=MESSAGES, adapter="/a")], [1, 2])
+
+
+def test_seeded_rows_sample_the_same_reply_whatever_their_batch(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agents.local.decode import run_batch
+    from agents.local.request import GenRequest
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    hot = lambda seed: GenRequest(messages=MESSAGES, max_tokens=10, temperature=5.0, seed=seed)  # noqa: E731
+    others = [GenRequest(messages=[{"role": "user", "content": "another prompt"}], max_tokens=10,
+                         temperature=3.0), GenRequest(messages=MESSAGES, max_tokens=4)]
+    [alone] = run_batch(model, tokenizer, [hot(1)])
+    torch.manual_seed(123)
+    batched = run_batch(model, tokenizer, [others[0], hot(1), others[1]])
+    assert batched[1] == alone
+    assert len({run_batch(model, tokenizer, [hot(seed)])[0].text for seed in range(2, 6)}) > 1
+
+
 def test_greedy_rows_stay_greedy_in_a_batch_with_sampled_rows(tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agents.local.generate import GenRequest, run_batch
+    from agents.local.decode import run_batch
+    from agents.local.request import GenRequest
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -531,10 +677,10 @@ async def test_local_provider_batches_groups_and_applies_adapters(
     assert results[2].adapter == str(tiny_adapter_dir)
     assert all(r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0 for r in results)
     sizes = {key: size for key, size in engine.batch_stats.recent}
-    # The three greedy requests and the unseeded sampled one ran together; the adapter
-    # and the seeded sample each had a call of their own.
-    assert sizes[("shared", None)] == 4
-    assert len(engine.batch_stats.recent) == 3
+    # Greedy and sampled (seeded or not) rows decode together; the adapter's request
+    # waits for its own batch.
+    assert sizes == {None: 5, str(tiny_adapter_dir): 1}
+    assert len(engine.batch_stats.recent) == 2
     assert engine.stats.base_loads == 1 and engine.stats.adapter_loads == 1
 
     # Without the adapter again: adapters are disabled, not merged into the base.

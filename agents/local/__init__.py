@@ -8,8 +8,9 @@ Modules (all but ``resolve`` and ``cache`` import torch/litellm, so import them 
 
 * ``resolve``: model id -> weights on disk (``ConfigError`` if absent).
 * ``cache``: converted copies of GGUF files, keyed by sha256.
-* ``generate``: one batched ``generate`` call with per-row stops.
-* ``batcher``: the worker thread that gathers concurrent requests into batches.
+* ``rows``: one reply being decoded (stop strings, streaming), pure Python.
+* ``decode``: the running decode batch that rows join and leave between steps.
+* ``batcher``: the worker thread that admits queued requests into the running batch.
 * ``engine``: one loaded model per process, with per-request LoRA adapters.
 * ``provider``: the litellm ``CustomLLM`` and ``register``.
 """

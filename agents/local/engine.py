@@ -3,11 +3,13 @@
 ``get_engine(name)`` returns the process-wide engine for a ``local/...`` model (creating
 it on first use); ``engine.submit(GenRequest)`` returns a ``concurrent.futures.Future``
 of a ``GenResult``. Loading happens on the worker thread, so no caller blocks on it;
-requests queue up meanwhile.
+requests queue up meanwhile. The worker decodes with continuous batching
+(``decode.DecodeBatch`` driven by ``batcher.Batcher``).
 
 LoRA adapters are applied per request without reloading the base model: the model is
 wrapped with peft once, each adapter directory is loaded under its own name, and every
-batch (grouped by adapter) selects its adapter or runs with adapters disabled.
+forward of the running batch (whose rows share one adapter) selects its adapter or runs
+with adapters disabled.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ MAX_ADAPTERS = 8
 
 @dataclass
 class BatchingConfig:
-    """Dynamic batching knobs for engines created from now on (env overrides:
+    """Batching knobs for engines created from now on (env overrides:
     ``SELFTAUGHT_LOCAL_MAX_BATCH``, ``SELFTAUGHT_LOCAL_GATHER_MS``)."""
 
     max_batch_size: int = int(os.environ.get("SELFTAUGHT_LOCAL_MAX_BATCH", "32"))
+    """Most rows decoding at once."""
     gather_ms: float = float(os.environ.get("SELFTAUGHT_LOCAL_GATHER_MS", "10"))
-    """Gathering ends once no request has arrived for this long."""
+    """When idle, gathering ends once no request has arrived for this long. (While rows
+    run, queued requests join between steps without waiting.)"""
     max_wait_ms: float = 1000.0
     """...or this long after the first request. Generous on purpose: a full garbage
     collection in a process holding torch and litellm pauses every thread for several
@@ -68,11 +72,10 @@ class LocalEngine:
         self._peft = None
         self._adapters: OrderedDict[tuple, str] = OrderedDict()
         self._batcher = Batcher(
-            self._run_group,
+            self._start,
             max_batch_size=batching.max_batch_size,
             gather_ms=batching.gather_ms,
             max_wait_ms=batching.max_wait_ms,
-            on_start=self._start,
             name=f"selftaught-local-{name}",
         )
 
@@ -106,7 +109,8 @@ class LocalEngine:
 
     # -- worker thread only ----------------------------------------------------------
 
-    def _start(self) -> None:
+    def _start(self):
+        """Load the model; the decode batch the worker drives."""
         import time
 
         started = time.perf_counter()
@@ -114,18 +118,13 @@ class LocalEngine:
         # two threads can leave half-initialised modules behind.
         with _LOAD_LOCK:
             self._model, self._tokenizer = self._load()
-            from agents.local import generate  # noqa: F401  (import here, under the lock)
+            from agents.local.decode import DecodeBatch, eos_token_ids  # under the lock too
             from agents.local.fastpath import use_onednn_lm_head
         self._model.eval()
         self.stats.fast_lm_head = use_onednn_lm_head(self._model)
         self.stats.base_loads += 1
         self.stats.load_seconds = time.perf_counter() - started
-
-    def _run_group(self, requests: list) -> list:
-        from agents.local.generate import run_batch
-
-        with self._selected(requests[0].adapter) as model:
-            return run_batch(model, self._tokenizer, requests)
+        return DecodeBatch(self._tokenizer, eos_token_ids(self._model, self._tokenizer), self._selected)
 
     def _selected(self, adapter: str | None):
         """Context in which the returned model generates with ``adapter`` (or none)."""
@@ -143,7 +142,8 @@ class LocalEngine:
         key = (path, *(_mtime(Path(path) / f) for f in _ADAPTER_FILES))
         if key in self._adapters:
             self._adapters.move_to_end(key)
-            self._peft.set_adapter(self._adapters[key])
+            if self._peft.active_adapter != self._adapters[key]:  # called every step
+                self._peft.set_adapter(self._adapters[key])
             return self._adapters[key]
         name = f"adapter{self.stats.adapter_loads}"  # peft names may not contain "."
         try:

@@ -17,6 +17,8 @@ class GenRequest:
     """One chat request for the local model.
 
     ``adapter`` is an absolute adapter directory (already validated) or None.
+    ``seed`` (with ``temperature > 0``) gives the row its own random generator, so the
+    same request samples the same reply (up to float rounding when batched with others).
     ``on_delta``, if given, is called from the worker thread with successive pieces of
     the reply (text that can no longer be cut by a stop string); the pieces concatenate
     to the final text.
@@ -31,14 +33,10 @@ class GenRequest:
     on_delta: Callable[[str], None] | None = field(default=None, compare=False)
 
     @property
-    def group_key(self) -> tuple:
-        """Requests with equal keys may share one ``generate`` call. A call applies one
-        adapter; temperatures may differ per row (``run_batch`` scales each row), so
-        greedy and sampled requests share a batch. A seeded sampled request gets a call
-        of its own seed, so its sample is reproducible."""
-        if self.temperature > 0 and self.seed is not None:
-            return ("seeded", float(self.temperature), self.seed, self.adapter)
-        return ("shared", self.adapter)
+    def group_key(self) -> str | None:
+        """Requests with equal keys may decode in one batch: the rows of a batch share
+        one adapter. Temperatures and seeds are per row."""
+        return self.adapter
 
 
 @dataclass(frozen=True)
