@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--feedback-tokens", type=int, default=64)
     parser.add_argument("--attempts", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=TrainConfig().learning_rate)
+    parser.add_argument("--home", type=Path, default=None,
+                        help="keep the data directory here (default: a temporary one)")
     args = parser.parse_args()
 
     train, holdout = joined(args.train_n, 100_000), joined(args.holdout_n, 200_000)
@@ -66,12 +69,13 @@ def main() -> None:
     suites = Suites(train_spec=train, train=train_tasks, holdout_spec=holdout,
                     holdout=load_tasks(holdout), retention_spec=retention,
                     retention=load_tasks(retention))
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as scratch:
+        home = args.home or Path(scratch)
         config = Config(
             home=Path(home), run=RunConfig(concurrency=args.concurrency),
             loop=LoopConfig(max_attempts=args.attempts, reply_max_tokens=args.reply_tokens,
                             feedback_max_tokens=args.feedback_tokens),
-            distill=DistillConfig(train=TrainConfig(epochs=args.epochs)),
+            distill=DistillConfig(train=TrainConfig(epochs=args.epochs, learning_rate=args.lr)),
             improve=ImproveConfig(rounds=args.rounds))
         started = time.monotonic()
 
@@ -94,7 +98,7 @@ def main() -> None:
                        "tokens_per_s": manifests[r.adapter].tokens_per_s if r.adapter else None})
     result = {"args": vars(args), "rounds": rounds, "promoted_any": report.promoted_any,
               "champion": report.champion, "seconds": round(total, 1)}
-    print(json.dumps(result))
+    print(json.dumps(result, default=str))
 
     print("| round | family | holdout before | holdout after | decision |", file=sys.stderr)
     print("|---|---|---|---|---|", file=sys.stderr)

@@ -1,9 +1,12 @@
 """``run`` wall time with the embedded model at concurrency N versus 1, same tasks.
 
     uv run python benchmarks/bench_run_concurrency.py [--n 32] [--concurrency 16]
+        [--attempts 1] [--hints none] [--reply-tokens 64] [--feedback-tokens 48]
 
-Both runs use the same 32 reasoning-gym tasks, one attempt each (so both do the same
-generation work), greedy, in one process with the model already loaded.
+Both runs use the same reasoning-gym tasks in one process with the model already
+loaded and no stored prompt prefixes. With one attempt (the default) both do the same
+greedy generation work; with more, retries sample, so the two runs' work differs a
+little and tokens per second are printed beside wall time.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agents.local.engine import loaded_engines  # noqa: E402
 from memory.records import RunRecord  # noqa: E402
 from memory.store import SQLiteStore  # noqa: E402
 from orchestrator.config import Config, LoopConfig, RunConfig  # noqa: E402
@@ -30,7 +34,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--attempts", type=int, default=1)
+    parser.add_argument("--hints", default="none")
     parser.add_argument("--reply-tokens", type=int, default=64)
+    parser.add_argument("--feedback-tokens", type=int, default=48)
     args = parser.parse_args()
     tasks = load_tasks(f"{SPEC}:n={args.n}")
     timings = {}
@@ -38,11 +45,14 @@ def main() -> None:
         models = None
         for concurrency in (1, args.concurrency):
             config = Config(home=Path(home), run=RunConfig(concurrency=concurrency),
-                            loop=LoopConfig(max_attempts=1, hints="none",
-                                            reply_max_tokens=args.reply_tokens))
+                            loop=LoopConfig(max_attempts=args.attempts, hints=args.hints,
+                                            reply_max_tokens=args.reply_tokens,
+                                            feedback_max_tokens=args.feedback_tokens))
             models = models or build_models(config)
             if concurrency == 1:  # load the model before timing anything
                 asyncio.run(models.generator.complete([{"role": "user", "content": "hi"}]))
+            for engine in loaded_engines().values():
+                engine.forget_prefixes()  # both runs start cold: same tasks, same prompts
             store = SQLiteStore(Path(home) / f"c{concurrency}.db")
             run = RunRecord(run_id=f"c{concurrency}", tasks_spec=SPEC, settings={}, total=len(tasks))
             store.create_run(run)
@@ -51,10 +61,10 @@ def main() -> None:
             timings[concurrency] = (time.perf_counter() - started, summary.tokens, summary.solved)
             print(f"concurrency {concurrency}: {timings[concurrency][0]:.1f} s", file=sys.stderr)
     (t1, tok1, s1), (tn, tokn, sn) = timings[1], timings[args.concurrency]
-    print(f"| concurrency | wall s | tokens | solved |\n|---|---|---|---|\n"
-          f"| 1 | {t1:.1f} | {tok1} | {s1}/{args.n} |\n"
-          f"| {args.concurrency} | {tn:.1f} | {tokn} | {sn}/{args.n} |\n\n"
-          f"speed-up: {t1 / tn:.1f}x")
+    print(f"| concurrency | wall s | tokens | tokens/s | solved |\n|---|---|---|---|---|\n"
+          f"| 1 | {t1:.1f} | {tok1} | {tok1 / t1:.0f} | {s1}/{args.n} |\n"
+          f"| {args.concurrency} | {tn:.1f} | {tokn} | {tokn / tn:.0f} | {sn}/{args.n} |\n\n"
+          f"speed-up: {t1 / tn:.1f}x wall time, {(tokn / tn) / (tok1 / t1):.1f}x tokens/s")
 
 
 if __name__ == "__main__":

@@ -112,11 +112,14 @@ def verified_attempt(t: Trajectory) -> Attempt | None:
     return None
 
 
-def normalize_reply(reply: str, answer_format: str, answer: str | None = None) -> str | None:
+def normalize_reply(
+    reply: str, answer_format: str, answer: str | None = None, *, reasoning: bool = True
+) -> str | None:
     """``reply`` rewritten into the evaluation answer format, or None when it holds no answer.
 
     ``short``: the reasoning before the last answer line (other answer lines and any text
-    after the last one dropped), then exactly one ``Answer: X`` line, X being ``answer``
+    after the last one dropped; all of it when ``reasoning`` is False), then exactly one
+    ``Answer: X`` line, X being ``answer``
     (the verified answer) or else what ``extract_answer`` finds. ``code``: one fenced
     python block around ``answer`` or the extracted code. ``extract_answer`` on the
     result gives the answer back (up to its own cleaning, e.g. of ``**bold**``).
@@ -127,6 +130,8 @@ def normalize_reply(reply: str, answer_format: str, answer: str | None = None) -
     final = (answer if answer is not None else extract_answer(reply, "short")).strip()
     if not final or "\n" in final:
         return None
+    if not reasoning:
+        return f"Answer: {final}"
     lines = (reply or "").strip().splitlines()
     answer_rows = [i for i, line in enumerate(lines) if _ANSWER_LINE.match(line)]
     if answer_rows:
@@ -161,6 +166,7 @@ def sft_rows(
     eval_hashes: Collection[str] = (),
     max_per_family: int | None = None,
     seed: int = 0,
+    reasoning: bool = True,
 ) -> list[Row]:
     """One SFT row per verified task (see the module docstring for the row shape).
 
@@ -168,9 +174,10 @@ def sft_rows(
     task id, or same normalized prompt and completion) keep the first in input order.
     ``max_per_family`` keeps at most that many rows per family, chosen by a seeded hash
     of the task id (stable across runs and input order). Raises ``ConfigError`` when a
-    kept prompt's hash is in ``eval_hashes`` (see :func:`check_leakage`).
+    kept prompt's hash is in ``eval_hashes`` (see :func:`check_leakage`). With
+    ``reasoning`` False, short-answer completions are the answer line alone.
     """
-    return _finish(_sft_candidates(trajectories), eval_hashes, max_per_family, seed)
+    return _finish(_sft_candidates(trajectories, reasoning), eval_hashes, max_per_family, seed)
 
 
 def dpo_rows(
@@ -179,6 +186,7 @@ def dpo_rows(
     eval_hashes: Collection[str] = (),
     max_per_family: int | None = None,
     seed: int = 0,
+    reasoning: bool = True,
 ) -> list[Row]:
     """One preference pair per verified task: chosen = the verified reply (normalized as
     in :func:`sft_rows`), rejected = a failed attempt at the same task whose normalized
@@ -189,17 +197,18 @@ def dpo_rows(
     failed attempt at that task id in any given trajectory (solved or not). Failed replies
     are normalized too when they hold an answer, so a pair differs in content rather than
     layout; otherwise the raw reply is kept. Attempts with a provider error or an empty
-    reply never serve. Tasks with no usable failure give no pair. Dedup, cap and leakage
-    as in :func:`sft_rows`.
+    reply never serve. Tasks with no usable failure give no pair. Dedup, cap, leakage and
+    ``reasoning`` as in :func:`sft_rows`.
     """
     trajectories = list(trajectories)
     failures: dict[str, list[tuple[str, str]]] = {}  # task id -> [(trajectory id, reply)]
     for t in trajectories:
         for attempt in t.attempts:
             if not attempt.verdict.passed and attempt.error is None and attempt.reply.strip():
-                failures.setdefault(t.task.id, []).append((t.id, _rejected_text(t.task, attempt)))
+                rejected = _rejected_text(t.task, attempt, reasoning)
+                failures.setdefault(t.task.id, []).append((t.id, rejected))
     rows: list[Row] = []
-    for row in _sft_candidates(trajectories):
+    for row in _sft_candidates(trajectories, reasoning):
         chosen = row["completion"][0]["content"]
         own = [f for f in failures.get(row["task_id"], []) if f[0] == row["trajectory_id"]]
         others = [f for f in failures.get(row["task_id"], []) if f[0] != row["trajectory_id"]]
@@ -219,7 +228,7 @@ def dpo_rows(
     return _finish(rows, eval_hashes, max_per_family, seed)
 
 
-def _sft_candidates(trajectories: Iterable[Trajectory]) -> list[Row]:
+def _sft_candidates(trajectories: Iterable[Trajectory], reasoning: bool) -> list[Row]:
     """Deduplicated SFT rows in input order, each with a private ``_task`` column."""
     rows: list[Row] = []
     seen_tasks: set[str] = set()
@@ -228,7 +237,8 @@ def _sft_candidates(trajectories: Iterable[Trajectory]) -> list[Row]:
         attempt = verified_attempt(t)
         if attempt is None or t.task.id in seen_tasks:
             continue
-        completion = normalize_reply(attempt.reply, t.task.answer_format, attempt.answer)
+        completion = normalize_reply(attempt.reply, t.task.answer_format, attempt.answer,
+                                     reasoning=reasoning)
         if completion is None:
             continue
         pair = (prompt_hash(t.task.prompt), t.task.answer_format, completion)
@@ -254,11 +264,13 @@ def build_rows(
     eval_hashes: Collection[str] = (),
     max_per_family: int | None = None,
     seed: int = 0,
+    reasoning: bool = True,
 ) -> list[Row]:
     """Rows for ``method``: SFT rows, DPO pairs, or (``sft+dpo``) SFT rows followed by
     DPO pairs in one list, which is what ``train_lora(method="sft+dpo")`` reads."""
     trajectories = list(trajectories)
-    kwargs = {"eval_hashes": eval_hashes, "max_per_family": max_per_family, "seed": seed}
+    kwargs = {"eval_hashes": eval_hashes, "max_per_family": max_per_family, "seed": seed,
+              "reasoning": reasoning}
     if method == "sft":
         return sft_rows(trajectories, **kwargs)
     if method == "dpo":
@@ -268,8 +280,8 @@ def build_rows(
     raise ConfigError(f"unknown distillation method {method!r}: use sft, dpo or sft+dpo")
 
 
-def _rejected_text(task: Task, attempt: Attempt) -> str:
-    normalized = normalize_reply(attempt.reply, task.answer_format)
+def _rejected_text(task: Task, attempt: Attempt, reasoning: bool) -> str:
+    normalized = normalize_reply(attempt.reply, task.answer_format, reasoning=reasoning)
     return normalized if normalized is not None else attempt.reply.strip()
 
 

@@ -100,6 +100,10 @@ class DistillConfig(_Section):
     """sft (the verified replies), dpo (verified vs failed replies) or sft+dpo."""
     max_per_family: int | None = Field(512, ge=1)
     """At most this many training examples per task family (None: no cap)."""
+    completion: Literal["reply", "answer"] = "reply"
+    """What a short-answer example teaches: the verified reply (its reasoning, then the
+    answer line) or the answer line alone. A small model's reasoning after a revealed
+    reference is often a rationalization not worth learning."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """LoRA and optimizer settings."""
 

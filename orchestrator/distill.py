@@ -72,7 +72,8 @@ def distill(
         raise ConfigError(f"adapter {name} already exists; pick another --name")
     rows = build_rows(trajectories, method, eval_hashes=prompt_hashes(exclude),
                       max_per_family=config.distill.max_per_family,
-                      seed=config.distill.train.seed)
+                      seed=config.distill.train.seed,
+                      reasoning=config.distill.completion == "reply")
     if not rows:
         raise ConfigError(
             "no verified trajectories to learn from (or, for dpo, none with a failed attempt "

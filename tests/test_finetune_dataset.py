@@ -67,6 +67,18 @@ def test_sft_rows_use_the_evaluation_prompt_and_the_verified_reply():
     assert (row["trajectory_id"], row["task_id"], row["family"]) == ("traj-1", "t1", "add")
 
 
+def test_answer_only_completions_drop_the_reasoning():
+    [row] = sft_rows([hinted(1)], reasoning=False)
+    assert row["completion"] == [{"role": "assistant", "content": "Answer: 4"}]
+    [pair] = dpo_rows([hinted(1)], reasoning=False)
+    assert [pair["chosen"][0]["content"], pair["rejected"][0]["content"]] == ["Answer: 4", "Answer: 5"]
+    code = task(2, fmt="code")
+    reply = "Here:\n```python\ndef f():\n    return 1\n```"
+    [row] = sft_rows([trajectory(code, [attempt(1, reply, extract_answer(reply, "code"), PASS)])],
+                     reasoning=False)
+    assert row["completion"][0]["content"] == "```python\ndef f():\n    return 1\n```"
+
+
 def test_only_verified_trajectories_become_examples():
     unsolved = trajectory(task(2), [attempt(1, "Answer: 9", "9", FAIL)], outcome="unsolved")
     errored = trajectory(task(3), [attempt(1, "", "", PASS, error="provider down")])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -607,6 +608,71 @@ def test_rows_join_and_leave_a_running_decode_batch(tiny_model_dir):
     assert len(forwards) == 13 and set(forwards) == {None}
     with pytest.raises(ValueError, match="one adapter per decode batch"):
         batch.admit([ask("x", 2), GenRequest(messages=MESSAGES, adapter="/a")], [1, 2])
+
+
+def test_prompts_that_start_alike_reuse_stored_keys_and_values(tiny_model_dir):
+    from contextlib import nullcontext
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agents.local.decode import DecodeBatch, eos_token_ids, render_prompt, run_batch
+    from agents.local.request import GenRequest
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    system = {"role": "system", "content": "You solve problems in short steps, then answer."}
+    ask = lambda *turns: GenRequest(messages=[system, *turns], max_tokens=8)  # noqa: E731
+    first = ask({"role": "user", "content": "What is 2 + 2?"})
+    batch = DecodeBatch(tokenizer, eos_token_ids(model, tokenizer), lambda _: nullcontext(model),
+                        prefix_tokens=10_000)
+
+    def run_alone_and_batched(request):
+        finished = dict(batch.admit([request], ["x"]))
+        while batch:
+            finished.update(batch.step())
+        assert finished["x"] == run_batch(model, tokenizer, [request])[0]
+        return finished["x"]
+
+    reply = run_alone_and_batched(first)
+    assert batch.reused_tokens == 0 and len(batch.prefixes) == 1
+    # Another question: the system turn is reused.
+    run_alone_and_batched(ask({"role": "user", "content": "What is 3 + 5?"}))
+    shared_system = batch.reused_tokens
+    assert shared_system > len(tokenizer.encode(system["content"]))
+    # A retry: the first conversation and its reply are reused.
+    retry = ask({"role": "user", "content": "What is 2 + 2?"},
+                {"role": "assistant", "content": reply.text},
+                {"role": "user", "content": "Wrong. Try again."})
+    run_alone_and_batched(retry)
+    ids = lambda r: tokenizer(render_prompt(tokenizer, r.messages), add_special_tokens=False)["input_ids"]  # noqa: E731
+    stored = ids(first) + tokenizer.encode(reply.text, add_special_tokens=False)[:-1]
+    shared = len(os.path.commonprefix([stored, ids(retry)]))  # up to where the template differs
+    assert shared > reply.prompt_tokens * 3 // 4
+    assert batch.reused_tokens - shared_system == shared
+    second = ask({"role": "user", "content": "What is 3 + 5?"})
+    assert batch.prefill_tokens + batch.reused_tokens == sum(len(ids(r)) for r in (first, second, retry))
+
+
+def test_prefix_cache_keeps_adapters_apart_and_evicts_the_oldest():
+    import torch
+
+    from agents.local.prefix import PrefixCache
+
+    layers = lambda n: [(torch.full((1, 2, n, 4), float(n)), torch.zeros(1, 2, n, 4))]  # noqa: E731
+    cache = PrefixCache(max_tokens=10)
+    cache.add(None, [1, 2, 3], layers(3))
+    cache.add(None, [1, 2, 3, 4, 5], layers(5))  # covers [1, 2, 3], which goes
+    assert len(cache) == 1
+    n, found = cache.longest(None, [1, 2, 3, 9], limit=3)
+    assert n == 3 and found[0][0].shape == (1, 2, 3, 4) and float(found[0][0][0, 0, 0, 0]) == 5
+    assert cache.longest(None, [1, 2, 3, 4, 5, 6], limit=2)[0] == 2  # the caller's limit
+    assert cache.longest("/adapter", [1, 2, 3], limit=3) == (0, None)
+    cache.add("/adapter", [7, 8, 9], layers(3))
+    cache.add(None, [6, 6], layers(2))  # 5 + 3 + 2 = 10 tokens: all fit
+    assert cache.longest(None, [1, 2], limit=2)[0] == 2  # [1..5] is now the most recent
+    cache.add(None, [5], layers(1))  # 11: the least recently used goes
+    assert cache.longest("/adapter", [7, 8, 9], limit=3)[0] == 0
+    assert cache.longest(None, [1, 2], limit=2)[0] == 2 and len(cache) == 3
 
 
 def test_seeded_rows_sample_the_same_reply_whatever_their_batch(tiny_model_dir):

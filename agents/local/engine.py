@@ -41,6 +41,9 @@ class BatchingConfig:
     gather_ms: float = float(os.environ.get("SELFTAUGHT_LOCAL_GATHER_MS", "10"))
     """When idle, gathering ends once no request has arrived for this long. (While rows
     run, queued requests join between steps without waiting.)"""
+    prefix_tokens: int = int(os.environ.get("SELFTAUGHT_LOCAL_PREFIX_TOKENS", "8192"))
+    """Tokens of finished rows kept for reuse by prompts that start alike (0: off;
+    about 46 KB per token for the embedded model)."""
     max_wait_ms: float = 1000.0
     """...or this long after the first request. Generous on purpose: a full garbage
     collection in a process holding torch and litellm pauses every thread for several
@@ -65,6 +68,8 @@ class LocalEngine:
 
     def __init__(self, load: Callable[[], tuple], name: str, batching: BatchingConfig):
         self.name = name
+        self._prefix_tokens = batching.prefix_tokens
+        self._decode = None
         self.stats = EngineStats()
         self._load = load
         self._model = None
@@ -107,6 +112,12 @@ class LocalEngine:
     def close(self) -> None:
         self._batcher.close()
 
+    def forget_prefixes(self) -> None:
+        """Drop the stored prompt prefixes (benchmarks: a cold start). Call while no
+        request is running."""
+        if self._decode is not None:
+            self._decode.prefixes.clear()
+
     # -- worker thread only ----------------------------------------------------------
 
     def _start(self):
@@ -124,7 +135,9 @@ class LocalEngine:
         self.stats.fast_lm_head = use_onednn_lm_head(self._model)
         self.stats.base_loads += 1
         self.stats.load_seconds = time.perf_counter() - started
-        return DecodeBatch(self._tokenizer, eos_token_ids(self._model, self._tokenizer), self._selected)
+        eos = eos_token_ids(self._model, self._tokenizer)
+        self._decode = DecodeBatch(self._tokenizer, eos, self._selected, self._prefix_tokens)
+        return self._decode
 
     def _selected(self, adapter: str | None):
         """Context in which the returned model generates with ``adapter`` (or none)."""
@@ -160,6 +173,8 @@ class LocalEngine:
             ) from e
         self._peft.eval()
         self._peft.set_adapter(name)  # before evicting, so the active one never goes
+        # Stored keys/values may come from an adapter directory retrained in place.
+        self._decode.prefixes.clear()
         self.stats.adapter_loads += 1
         self._adapters[key] = name
         while len(self._adapters) > MAX_ADAPTERS:
