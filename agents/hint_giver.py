@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from agents.model import ChatModel, GenerationParams, Usage
 from agents.prompts import hint_messages
 from memory.records import Attempt, Hint, HintPolicy, Task
+
+ReferenceHint = Literal["model", "model+answer", "answer"]
+
 
 async def give_hint(
     model: ChatModel,
@@ -14,28 +19,34 @@ async def give_hint(
     policy: HintPolicy,
     *,
     max_tokens: int = 96,
-    reveal_reference: bool = False,
+    reference_hint: ReferenceHint = "model",
 ) -> tuple[Hint, Usage]:
     """Ask ``model`` for one hint (greedy, at most ``max_tokens``) about the failed
     ``attempt``.
 
-    ``reveal_reference`` (policy ``reference`` only, tasks with a short reference
-    answer): the hint ends with the reference answer itself, and the generator's next
-    reply explains a known answer (STaR's "rationalization"). Small hint-givers rarely
-    pass the answer on by themselves ("The student's answer is incorrect."), and a
-    reply that reaches the right answer in the evaluation format is what distillation
-    needs. Such a hint says so in ``used_privileged``.
+    ``reference_hint`` (policy ``reference``, tasks with a short reference answer; others
+    always get the model's hint): ``model`` is the model's hint alone; ``model+answer``
+    ends it with the reference answer itself, so the generator's next reply explains a
+    known answer (STaR's "rationalization"): small hint-givers rarely pass the answer on
+    ("The student's answer is incorrect."), and a reply that reaches the right answer in
+    the evaluation format is what distillation needs; ``answer`` is that sentence alone,
+    with no model call (source ``reference``): the fast way to collect training data.
+    Hints that saw the reference say so in ``used_privileged``.
 
     Policy ``none`` makes no call and returns an empty hint written by the verifier
     (the retry turn then says only that the answer was wrong).
     """
     if policy == "none":
         return Hint(text="", source="verifier", author=task.verifier.type, policy=policy), Usage()
+    reference = (task.privileged.reference_answer or "").strip()
+    if reveals_answer_only(task, policy, reference_hint):
+        hint = Hint(text=reveal_line(reference), source="reference", author="reference answer",
+                    policy=policy, used_privileged=True)
+        return hint, Usage()
     completion = await model.complete(hint_messages(task, attempt, critique, policy),
                                       GenerationParams(temperature=0.0, max_tokens=max_tokens))
     text = completion.text.strip()
-    reference = (task.privileged.reference_answer or "").strip()
-    if policy == "reference" and reveal_reference and reference and task.answer_format != "code":
+    if reference_hint == "model+answer" and _revealable(task, policy):
         text = f"{text}\n{reveal_line(reference)}".strip()
     hint = Hint(
         text=text,
@@ -47,6 +58,17 @@ async def give_hint(
     return hint, completion.usage
 
 
+def reveals_answer_only(task: Task, policy: HintPolicy, reference_hint: ReferenceHint) -> bool:
+    """True when the hint will be the reference answer alone (pure): then neither the
+    critic nor the hint-giver is called."""
+    return reference_hint == "answer" and _revealable(task, policy)
+
+
+def _revealable(task: Task, policy: HintPolicy) -> bool:
+    reference = (task.privileged.reference_answer or "").strip()
+    return policy == "reference" and bool(reference) and task.answer_format != "code"
+
+
 def reveal_line(reference: str) -> str:
-    """The sentence a ``reveal_reference`` hint ends with (pure)."""
+    """The sentence that reveals the reference answer in a hint (pure)."""
     return f"The correct answer is {reference}. Explain how to reach it, then give it as the answer."

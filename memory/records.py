@@ -70,7 +70,8 @@ class Verdict(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-HintSource = Literal["model", "verifier", "person"]
+HintSource = Literal["model", "verifier", "person", "reference"]
+"""Who wrote a hint: a model, a verifier, a person, or the task's reference answer itself."""
 HintPolicy = Literal["none", "critique", "feedback", "reference"]
 
 

@@ -58,10 +58,12 @@ class LoopConfig(_Section):
     """max_tokens for each generator reply."""
     feedback_max_tokens: int = Field(96, ge=1)
     """max_tokens for each critique and each hint."""
-    reveal_reference: bool = True
-    """Under the ``reference`` policy, end each hint with the reference answer itself
-    (short answers only), so the next reply explains a known answer; the hint-giver's
-    own words rarely pass the answer on with a small model."""
+    reference_hint: Literal["model", "model+answer", "answer"] = "model+answer"
+    """Under the ``reference`` policy (short answers only): ``model``, the hint-giver's
+    hint; ``model+answer``, that hint ending with the reference answer itself, so the
+    next reply explains a known answer (a small hint-giver rarely passes it on);
+    ``answer``, the reference answer alone, with no critic or hint-giver call (the fast
+    way to collect training data on a CPU)."""
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     """Temperature of the first attempt (0 = greedy)."""
     temperature_step: float = Field(0.3, ge=0.0, le=2.0)

@@ -12,7 +12,7 @@ from functools import partial
 from langgraph.runtime import Runtime
 
 from agents.generator import Draft, generate_attempt
-from agents.hint_giver import give_hint
+from agents.hint_giver import give_hint, reveals_answer_only
 from agents.model import GenerationParams
 from agents.prompts import generator_messages
 from critics.critic import critique as write_critique
@@ -79,6 +79,8 @@ async def verify(state: LoopState, runtime: Rt) -> dict:
 
 async def critique(state: LoopState, runtime: Rt) -> dict:
     ctx, started = runtime.context, time.monotonic()
+    if reveals_answer_only(state["task"], state["hint_policy"], ctx.loop.reference_hint):
+        return {}  # the hint will be the reference answer: no critique needed
     *earlier, last = state["attempts"]
     with_feedback = state["hint_policy"] in ("feedback", "reference")
     try:
@@ -98,7 +100,7 @@ async def hint(state: LoopState, runtime: Rt) -> dict:
     try:
         given, usage = await give_hint(ctx.hint_giver, state["task"], last, last.critique,
                                        state["hint_policy"], max_tokens=ctx.loop.feedback_max_tokens,
-                                       reveal_reference=ctx.loop.reveal_reference)
+                                       reference_hint=ctx.loop.reference_hint)
         tokens = usage.total_tokens
         last = last.model_copy(update={"hint": given})
     except ModelError as exc:

@@ -94,16 +94,31 @@ async def test_reference_policy_shows_the_reference_only_to_the_hint_giver(tmp_p
 
 
 async def test_reference_is_not_revealed_when_switched_off_or_under_other_policies(tmp_path):
-    for policy, reveal in (("reference", False), ("critique", True), ("feedback", True)):
+    for policy, mode in (("reference", "model"), ("critique", "answer"), ("feedback", "model+answer")):
         generator = ScriptedChatModel(["Answer: 5", "Answer: 4"])
         critic = ScriptedChatModel(["Wrong sum."], model_id="fake/critic")
         hint = ScriptedChatModel(["Add again."], model_id="fake/hint")
-        where = tmp_path / f"{policy}-{reveal}"
+        where = tmp_path / f"{policy}-{mode}"
         where.mkdir()
         await _run(where, [_task()], _roles(generator, critic, hint), hints=policy,
-                   reveal_reference=reveal)
+                   reference_hint=mode)
         retry = generator.calls[1].messages[-1]["content"]
         assert "Hint: Add again." in retry and "The correct answer" not in retry
+        assert len(critic.calls) == 1 and len(hint.calls) == 1
+
+
+async def test_answer_only_reference_hints_call_neither_critic_nor_hint_giver(tmp_path):
+    generator = ScriptedChatModel(["Answer: 5", "Answer: 4"])
+    critic = ScriptedChatModel(["Wrong sum."], model_id="fake/critic")
+    hint = ScriptedChatModel(["Add again."], model_id="fake/hint")
+    summary, store = await _run(tmp_path, [_task()], _roles(generator, critic, hint),
+                                hints="reference", reference_hint="answer")
+    assert summary.solved == 1 and critic.calls == [] and hint.calls == []
+    [t] = store.trajectories(run_id="r1")
+    given = t.attempts[0].hint
+    assert (given.source, given.author, given.used_privileged) == ("reference", "reference answer", True)
+    assert t.attempts[0].critique is None
+    assert "Hint: The correct answer is 4." in generator.calls[1].messages[-1]["content"]
 
 
 async def test_repeated_failed_answer_is_resampled_hotter(tmp_path):
