@@ -55,6 +55,11 @@ def main() -> None:
     parser.add_argument("--attempts", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--lr", type=float, default=TrainConfig().learning_rate)
+    parser.add_argument("--completion", default=DistillConfig().completion,
+                        help="reply (reasoning + answer line) or answer (answer line only)")
+    parser.add_argument("--reference-hint", default=LoopConfig().reference_hint,
+                        help="model, model+answer or answer (no critic/hint-giver calls)")
+    parser.add_argument("--max-per-family", type=int, default=DistillConfig().max_per_family)
     parser.add_argument("--home", type=Path, default=None,
                         help="keep the data directory here (default: a temporary one)")
     args = parser.parse_args()
@@ -74,8 +79,11 @@ def main() -> None:
         config = Config(
             home=Path(home), run=RunConfig(concurrency=args.concurrency),
             loop=LoopConfig(max_attempts=args.attempts, reply_max_tokens=args.reply_tokens,
-                            feedback_max_tokens=args.feedback_tokens),
-            distill=DistillConfig(train=TrainConfig(epochs=args.epochs, learning_rate=args.lr)),
+                            feedback_max_tokens=args.feedback_tokens,
+                            reference_hint=args.reference_hint),
+            distill=DistillConfig(train=TrainConfig(epochs=args.epochs, learning_rate=args.lr),
+                                  completion=args.completion,
+                                  max_per_family=args.max_per_family),
             improve=ImproveConfig(rounds=args.rounds))
         started = time.monotonic()
 

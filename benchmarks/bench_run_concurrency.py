@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--hints", default="none")
     parser.add_argument("--reply-tokens", type=int, default=64)
     parser.add_argument("--feedback-tokens", type=int, default=48)
+    parser.add_argument("--reference-hint", default="model+answer")
     args = parser.parse_args()
     tasks = load_tasks(f"{SPEC}:n={args.n}")
     timings = {}
@@ -47,7 +48,8 @@ def main() -> None:
             config = Config(home=Path(home), run=RunConfig(concurrency=concurrency),
                             loop=LoopConfig(max_attempts=args.attempts, hints=args.hints,
                                             reply_max_tokens=args.reply_tokens,
-                                            feedback_max_tokens=args.feedback_tokens))
+                                            feedback_max_tokens=args.feedback_tokens,
+                                            reference_hint=args.reference_hint))
             models = models or build_models(config)
             if concurrency == 1:  # load the model before timing anything
                 asyncio.run(models.generator.complete([{"role": "user", "content": "hi"}]))

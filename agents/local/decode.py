@@ -319,11 +319,18 @@ def _generator(request: GenRequest, device) -> torch.Generator | None:
 
 def _sample(logits: torch.Tensor, slots: Sequence[_Slot]) -> torch.Tensor:
     """One token per row: argmax for greedy rows, else a sample at the row's temperature
-    (no top-k/top-p: the model's own generation config is deliberately ignored)."""
+    (no top-k/top-p: the model's own generation config is deliberately ignored). Rows
+    without a seed sample in one call; a seeded row draws from its own generator."""
     tokens = logits.argmax(dim=-1)
+    temperatures = [slot.row.request.temperature for slot in slots]
+    shared = [i for i, slot in enumerate(slots) if temperatures[i] > 0 and slot.generator is None]
+    if shared:
+        index = torch.tensor(shared, device=logits.device)
+        scale = torch.tensor([temperatures[i] for i in shared], device=logits.device)
+        probs = torch.softmax(logits[index].float() / scale[:, None], dim=-1)
+        tokens[index] = torch.multinomial(probs, 1).squeeze(1)
     for i, slot in enumerate(slots):
-        temperature = slot.row.request.temperature
-        if temperature > 0:
-            probs = torch.softmax(logits[i].float() / temperature, dim=-1)
+        if temperatures[i] > 0 and slot.generator is not None:
+            probs = torch.softmax(logits[i].float() / temperatures[i], dim=-1)
             tokens[i] = torch.multinomial(probs, 1, generator=slot.generator)[0]
     return tokens
