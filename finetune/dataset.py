@@ -336,6 +336,9 @@ class DatasetManifest(BaseModel):
     """Every task id in the file, sorted, unique."""
     counts_per_family: dict[str, int]
     """Rows per task family."""
+    completion: Literal["reply", "answer"] = "reply"
+    """Short-answer completions: the verified reply's reasoning and answer line, or the
+    answer line alone (see ``normalize_reply``)."""
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -361,10 +364,12 @@ def serialize_rows(rows: Sequence[Row]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
 
-def write_dataset(rows: Sequence[Row], path: Path | str) -> DatasetManifest:
+def write_dataset(
+    rows: Sequence[Row], path: Path | str, completion: Literal["reply", "answer"] = "reply"
+) -> DatasetManifest:
     """Write ``rows`` as JSONL at ``path`` atomically (temp file + rename: a crash leaves
     the old file or the new one, never half of one) and return its manifest. The method
-    is inferred from the rows. No rows is ``ConfigError``: there is nothing to train on."""
+    is inferred from the rows; ``completion`` is recorded as given (how they were built). No rows is ``ConfigError``: there is nothing to train on."""
     if not rows:
         raise ConfigError(
             "no training examples: no verified trajectories (or, for DPO, no failed attempts "
@@ -387,6 +392,7 @@ def write_dataset(rows: Sequence[Row], path: Path | str) -> DatasetManifest:
         trajectory_ids=sorted(ids),
         task_ids=sorted({row["task_id"] for row in rows if row.get("task_id")}),
         counts_per_family=_family_counts(rows),
+        completion=completion,
     )
 
 

@@ -78,7 +78,8 @@ def distill(
         raise ConfigError(
             "no verified trajectories to learn from (or, for dpo, none with a failed attempt "
             "beside it); collect some with `selftaught run TASKS --hints reference`")
-    dataset = write_dataset(rows, config.home / DATASETS_DIR / f"{name}.jsonl")
+    dataset = write_dataset(rows, config.home / DATASETS_DIR / f"{name}.jsonl",
+                            completion=config.distill.completion)
 
     from finetune.train import train_lora  # torch: only when training
 

@@ -66,7 +66,7 @@ def load_tasks(spec: str) -> list[Task]:
     unknown reasoning-gym family or config key, or a bad JSONL file (all bad lines).
     """
     text = spec.strip()
-    if "+" in text and not Path(text).expanduser().is_file():
+    if "+" in text and not _is_file(text):
         return _combined(text)
     if text == "rg" or text.startswith("rg:"):
         family, n, seed, config = parse_rg_spec(text)
@@ -74,9 +74,16 @@ def load_tasks(spec: str) -> list[Task]:
     if text.lower() == "humaneval" or text.lower().startswith("humaneval:"):
         return humaneval_tasks(n=parse_humaneval_spec(text))
     path = Path(text).expanduser()
-    if text and (path.suffix == ".jsonl" or path.is_file()):
+    if text and (path.suffix == ".jsonl" or _is_file(text)):
         return load_jsonl_tasks(path)
     raise ConfigError(f"unknown TASKS spec {spec!r}: not an existing file, rg:... or humaneval.\n{SPEC_FORMS}")
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).expanduser().is_file()
+    except OSError:  # e.g. a long joined spec is too long to be a file name
+        return False
 
 
 def _combined(spec: str) -> list[Task]:

@@ -187,3 +187,15 @@ def test_distill_command_trains_a_candidate_from_stored_trajectories(tmp_path, t
     leaky = cli("distill", "--holdout", str(tasks), cwd=tmp_path)
     assert leaky.returncode == 2 and "add/3" in leaky.stderr
     assert [m.name for m in AdapterRegistry(tmp_path / "home").list()] == ["first"]
+
+    # Answer-only completions: the reasoning is dropped, and the manifest says so.
+    assert manifest["dataset"]["completion"] == "reply"
+    with open(tmp_path / "selftaught.toml", "a") as toml:
+        toml.write('[distill]\ncompletion = "answer"\n')
+    short = cli("distill", "--name", "short", "--json", cwd=tmp_path)
+    assert short.returncode == 0, short.stderr[-2000:]
+    dataset = json.loads(short.stdout)["dataset"]
+    assert dataset["completion"] == "answer"
+    rows = [json.loads(line) for line in open(dataset["path"])]
+    assert len(rows) == 8
+    assert all(re.fullmatch(r"Answer: \S+", r["completion"][0]["content"]) for r in rows)

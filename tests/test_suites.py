@@ -252,3 +252,6 @@ def test_specs_join_with_plus() -> None:
         load_tasks("rg:gcd:n=2:seed=5+rg:gcd:n=1:seed=5")
     with pytest.raises(ConfigError, match="empty part"):
         load_tasks("rg:gcd:n=2+")
+    # A long joined spec is longer than a file name may be: still a spec, not an OSError.
+    long = "+".join(f"rg:gcd:n=1:seed={seed}:min_value=1:max_value=60" for seed in range(12))
+    assert len(long) > 255 and len(load_tasks(long)) == 12
