@@ -1,4 +1,7 @@
-"""The promotion rule: a pure function from evaluation scores to a decision."""
+"""The promotion rule: a pure function from evaluation scores to a decision.
+
+Reasons print scores with two decimals and differences with three, so a loss of one
+task in 48 (-0.021) is not shown as equal to a tolerance of 0.02."""
 
 from __future__ import annotations
 
@@ -29,16 +32,16 @@ def decide(
     if gain + _EPS < margin:
         return GateDecision(promote=False, reason=(
             f"holdout pass@1 {holdout_before:.2f} -> {holdout_after:.2f} "
-            f"({gain:+.2f}) is below the required margin of +{margin:.2f}"))
+            f"({gain:+.3f}) is below the required margin of +{margin:.2f}"))
     if retention_before is not None and retention_after is not None:
         loss = retention_before - retention_after
         if loss > tolerance + _EPS:
             return GateDecision(promote=False, reason=(
                 f"retention pass@1 fell {retention_before:.2f} -> {retention_after:.2f} "
-                f"({-loss:+.2f}), more than the tolerance of {tolerance:.2f}"))
+                f"({-loss:+.3f}), more than the tolerance of {tolerance:.2f}"))
         kept = f"; retention {retention_before:.2f} -> {retention_after:.2f}"
     else:
         kept = "; no retention suite"
     return GateDecision(promote=True, reason=(
-        f"holdout pass@1 {holdout_before:.2f} -> {holdout_after:.2f} ({gain:+.2f} >= "
+        f"holdout pass@1 {holdout_before:.2f} -> {holdout_after:.2f} ({gain:+.3f} >= "
         f"+{margin:.2f}){kept}"))

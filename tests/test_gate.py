@@ -47,3 +47,10 @@ def test_no_retention_suite() -> None:
 def test_zero_margin_still_needs_no_loss() -> None:
     assert gate(0.5, 0.5, margin=0.0).promote
     assert not gate(0.5, 0.45, margin=0.0).promote
+
+
+def test_a_loss_just_over_the_tolerance_reads_as_more_than_it():
+    # One task in 48 lost: 0.4375 -> 0.4167 is -0.021, over a 0.02 tolerance.
+    decision = decide(holdout_before=0.14, holdout_after=0.22, retention_before=21 / 48,
+                      retention_after=20 / 48, margin=0.05, tolerance=0.02)
+    assert not decision.promote and "(-0.021)" in decision.reason
