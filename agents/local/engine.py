@@ -34,7 +34,8 @@ MAX_ADAPTERS = 8
 @dataclass
 class BatchingConfig:
     """Batching knobs for engines created from now on (env overrides:
-    ``SELFTAUGHT_LOCAL_MAX_BATCH``, ``SELFTAUGHT_LOCAL_GATHER_MS``)."""
+    ``SELFTAUGHT_LOCAL_MAX_BATCH``, ``SELFTAUGHT_LOCAL_GATHER_MS``,
+    ``SELFTAUGHT_LOCAL_PREFIX_TOKENS``)."""
 
     max_batch_size: int = int(os.environ.get("SELFTAUGHT_LOCAL_MAX_BATCH", "32"))
     """Most rows decoding at once."""
