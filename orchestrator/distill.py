@@ -7,6 +7,8 @@ manifest (which records its hash), so every adapter can be traced to its data.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -23,6 +25,9 @@ from memory.store import TrajectoryStore
 from orchestrator.config import Config
 
 DATASETS_DIR = "datasets"
+SCRATCH_PREFIX = ".train-"
+"""Training works in ``<adapters>/.train-NAME-PID-*`` and renames the result into place;
+the registry never lists these."""
 
 
 def collect_trajectories(store: TrajectoryStore, run_ids: Sequence[str] | None) -> list[Trajectory]:
@@ -84,7 +89,9 @@ def distill(
     from finetune.train import train_lora  # torch: only when training
 
     registry.root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".train-{name}-", dir=registry.root))
+    sweep_scratch(registry.root)
+    work = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{name}-{os.getpid()}-",
+                                 dir=registry.root))
     try:
         result = train_lora(base_model, dataset.path, work / "adapter", method=method,
                             hyper=config.distill.train, callbacks=callbacks)
@@ -92,3 +99,26 @@ def distill(
         return registry.add(name, result.adapter_dir, manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def sweep_scratch(root: Path) -> list[Path]:
+    """Remove training scratch directories left by a process that no longer runs (a
+    killed ``distill``); returns what was removed. Directories of live processes, and
+    any whose name carries no process id, are left alone."""
+    removed = []
+    for path in root.glob(f"{SCRATCH_PREFIX}*"):
+        match = re.search(r"-(\d+)-[^-]*$", path.name)
+        if path.is_dir() and match and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

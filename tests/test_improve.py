@@ -199,3 +199,21 @@ def test_distill_command_trains_a_candidate_from_stored_trajectories(tmp_path, t
     rows = [json.loads(line) for line in open(dataset["path"])]
     assert len(rows) == 8
     assert all(re.fullmatch(r"Answer: \S+", r["completion"][0]["content"]) for r in rows)
+
+
+def test_scratch_of_a_killed_distill_is_swept_and_live_ones_are_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from orchestrator.distill import sweep_scratch
+
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_pid.wait()
+    dead = tmp_path / f".train-my-adapter-{dead_pid.pid}-k2j_x9"
+    live = tmp_path / f".train-a0002-{os.getpid()}-abc123"
+    unknown = tmp_path / ".train-a0003-qq7z"  # older name without a process id
+    for directory in (dead, live, unknown):
+        (directory / "adapter").mkdir(parents=True)
+    assert sweep_scratch(tmp_path) == [dead]
+    assert not dead.exists() and live.is_dir() and unknown.is_dir()
