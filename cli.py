@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -39,6 +40,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 
 def app() -> None:
     """Console entry point: turns selftaught's errors into messages and exit codes."""
+    if os.environ.get("PYTHONHASHSEED") != "0":  # same rg: spec, same tasks, every process
+        from orchestrator.suites import pin_hash_seed
+
+        pin_hash_seed()
     try:
         typer_app()
     except ConfigError as exc:

@@ -29,7 +29,7 @@ from orchestrator.config import (  # noqa: E402
     Config, DistillConfig, ImproveConfig, LoopConfig, RunConfig,
 )
 from orchestrator.improve import Suites, improve  # noqa: E402
-from orchestrator.suites import load_tasks  # noqa: E402
+from orchestrator.suites import load_tasks, pin_hash_seed  # noqa: E402
 
 SETS = {
     # Families that need arithmetic the 135M model cannot do alone; retention: 2-digit sums.
@@ -59,6 +59,7 @@ def joined(families: dict[str, str], n: int, seed: int) -> str:
 
 
 def main() -> None:
+    pin_hash_seed()  # the same tasks in every run (see orchestrator.suites.pin_hash_seed)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--set", choices=sorted(SETS), default="arithmetic",
                         help="which families to improve on (and their retention suite)")

@@ -21,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,19 @@ HUMANEVAL_INSTRUCTION = (
 )
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def pin_hash_seed() -> None:
+    """Re-run this process (once, same pid and arguments) with ``PYTHONHASHSEED=0``.
+
+    Some reasoning-gym families (``isomorphic_strings`` and ``ransom_note`` among those
+    checked) draw from sets of strings, so the same ``rg:`` spec and seed gave other
+    tasks in another process; evaluations compared across processes (``eval`` of two
+    adapters, a resumed run) must see the same tasks. Entry points call this first."""
+    if os.environ.get("PYTHONHASHSEED") == "0" or not hasattr(os, "execve"):
+        return
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
+              {**os.environ, "PYTHONHASHSEED": "0"})
 
 
 def load_tasks(spec: str) -> list[Task]:
