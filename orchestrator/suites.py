@@ -68,10 +68,13 @@ def pin_hash_seed() -> None:
     checked) draw from sets of strings, so the same ``rg:`` spec and seed gave other
     tasks in another process; evaluations compared across processes (``eval`` of two
     adapters, a resumed run) must see the same tasks. Entry points call this first."""
-    if os.environ.get("PYTHONHASHSEED") == "0" or not hasattr(os, "execve"):
+    if os.environ.get("PYTHONHASHSEED") == "0" or not hasattr(os, "execve") or not sys.executable:
         return
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
-              {**os.environ, "PYTHONHASHSEED": "0"})
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
+                  {**os.environ, "PYTHONHASHSEED": "0"})
+    except OSError:
+        return  # cannot re-run: go on unpinned rather than not at all
 
 
 def load_tasks(spec: str) -> list[Task]:
