@@ -27,10 +27,6 @@ class Row:
         # A stream may not show text a later token could turn into a stop string.
         self._hold = max((len(s) for s in request.stop), default=1) - 1
 
-    @property
-    def done(self) -> bool:
-        return self.reason is not None
-
     def push(self, token: int) -> bool:
         """Record one generated token; True once the reply is over."""
         request = self.request
@@ -47,7 +43,7 @@ class Row:
                 self._emit(text, len(text) - self._hold)
         if len(self.tokens) >= request.max_tokens:
             self.reason = "length"
-        return self.done
+        return self.reason is not None
 
     def result(self) -> GenResult:
         """The reply, cut at its first stop string; streams whatever was held back."""
