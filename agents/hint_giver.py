@@ -6,7 +6,7 @@ from typing import Literal
 
 from agents.model import ChatModel, GenerationParams, Usage
 from agents.prompts import hint_messages
-from memory.records import Attempt, Hint, HintPolicy, Task
+from memory.records import Attempt, Hint, HintPolicy, Privileged, Task
 
 ReferenceHint = Literal["model", "model+answer", "answer"]
 
@@ -38,16 +38,15 @@ async def give_hint(
     """
     if policy == "none":
         return Hint(text="", source="verifier", author=task.verifier.type, policy=policy), Usage()
-    reference = (task.privileged.reference_answer or "").strip()
     if reveals_answer_only(task, policy, reference_hint):
-        hint = Hint(text=reveal_line(reference), source="reference", author="reference answer",
+        hint = Hint(text=reveal_line(task.privileged), source="reference", author="reference answer",
                     policy=policy, used_privileged=True)
         return hint, Usage()
     completion = await model.complete(hint_messages(task, attempt, critique, policy),
                                       GenerationParams(temperature=0.0, max_tokens=max_tokens))
     text = completion.text.strip()
     if reference_hint == "model+answer" and _revealable(task, policy):
-        text = f"{text}\n{reveal_line(reference)}".strip()
+        text = f"{text}\n{reveal_line(task.privileged)}".strip()
     hint = Hint(
         text=text,
         source="model",
@@ -69,6 +68,15 @@ def _revealable(task: Task, policy: HintPolicy) -> bool:
     return policy == "reference" and bool(reference) and task.answer_format != "code"
 
 
-def reveal_line(reference: str) -> str:
-    """The sentence that reveals the reference answer in a hint (pure)."""
+def reveal_line(privileged: Privileged) -> str:
+    """The sentence that reveals the reference answer in a hint (pure). A worked solution
+    comes with it as the reason: replies that carry the working ("8 * 9 = 72") are what
+    distillation can teach, where a 135M model's own "explanation" of a given answer is
+    a rationalization with nothing to learn. (Of the phrasings tried on 48 arithmetic
+    tasks, this one solved the most at attempt 2; an instruction to "write this working"
+    was copied into replies, and the working alone without the answer solved fewer.)"""
+    reference = (privileged.reference_answer or "").strip()
+    worked = (privileged.worked_solution or "").strip()
+    if worked:
+        return f"The correct answer is {reference}, because {worked}."
     return f"The correct answer is {reference}. Explain how to reach it, then give it as the answer."

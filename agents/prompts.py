@@ -8,6 +8,7 @@ what distillation trains on, so training and evaluation agree on format.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from agents.model import Message
@@ -68,6 +69,20 @@ def retry_message(task: Task, attempt: Attempt) -> str:
     return "\n".join(lines)
 
 
+# Phrases of the retry turn (``retry_message``) that a small model copies into its next
+# reply ("7 - 8 = 1 is wrong.\nHint: ...\nTry again. End with the line ..."). The
+# evaluation prompt never contains them, so they are never part of a useful answer.
+_RETRY_ECHO = re.compile(r"\bis wrong\b|^\s*hint\s*:|\btry again\b|\bend with the line\b",
+                         re.IGNORECASE | re.MULTILINE)
+
+
+def cut_retry_echo(reply: str) -> str:
+    """``reply`` up to the first phrase it copied from a retry turn (pure); all of it
+    when it copied none."""
+    match = _RETRY_ECHO.search(reply)
+    return reply if match is None else reply[: match.start()].rstrip()
+
+
 def critic_messages(task: Task, attempt: Attempt, *, with_feedback: bool) -> list[Message]:
     """Ask the critic what is wrong with a failed attempt. The critic never sees
     privileged material; with ``with_feedback`` it sees the verifier's own text."""
@@ -98,6 +113,8 @@ def hint_messages(
     if policy == "reference":
         if task.privileged.reference_answer:
             parts.append(f"Correct answer: {_clip(task.privileged.reference_answer, 1500)}")
+        if task.privileged.worked_solution:
+            parts.append(f"Worked solution: {_clip(task.privileged.worked_solution, 1500)}")
         if task.privileged.tests:
             parts.append(f"Tests:\n{_clip(task.privileged.tests, MAX_FEEDBACK_CHARS)}")
     parts.append("Write one short hint that helps the student get it right.")

@@ -51,6 +51,16 @@ SETS = {
         },
         "rg:ransom_note",
     ),
+    # Families whose tasks carry a worked solution (reasoning-gym's ``expression``), which
+    # reference hints show: the verified replies hold the working ``a op b = c``.
+    "worked": (
+        {
+            "basic_arithmetic": "rg:basic_arithmetic:min_terms=2:max_terms=2:min_digits=1:max_digits=1",
+            "chain_sum": "rg:chain_sum:min_terms=3:max_terms=3:min_digits=1:max_digits=1",
+            "products": "rg:products:min_terms=2:max_terms=2:min_digits=1:max_digits=1",
+        },
+        "rg:ransom_note",
+    ),
 }
 
 

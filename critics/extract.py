@@ -33,7 +33,7 @@ _NOT_AN_ANSWER = {
     "as follows", "below", "above", "simple", "easy", "clear", "obvious", "yes", "no",
 }
 _SENTENCE_END = re.compile(r"\.(?:\s|$)|[;!?](?:\s|$)")
-_TRAILING_REASON = re.compile(r"\s+(?:because|since|as|which|so|but)\b.*$", re.IGNORECASE)
+_TRAILING_REASON = re.compile(r"[,;]?\s+(?:because|since|as|which|so|but)\b.*$", re.IGNORECASE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _PYTHON_TAGS = ("", "python", "python3", "py", "py3")

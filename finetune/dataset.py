@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.prompts import generator_messages
+from agents.prompts import cut_retry_echo, generator_messages
 from critics.extract import extract_answer
 from errors import ConfigError
 from memory.records import Attempt, Task, Trajectory
@@ -63,6 +63,7 @@ _ANSWER_LINE = re.compile(
     re.IGNORECASE,
 )
 _BLANK_RUN = re.compile(r"\n{3,}")
+_WORKED_NUMBER = re.compile(r"[^=\n]*\S\s*=\s*(-?\d+(?:\.\d+)?)")
 
 
 # -- hashing and leakage -----------------------------------------------------------------
@@ -120,7 +121,8 @@ def normalize_reply(
     ``short``: the reasoning before the last answer line (other answer lines and any text
     after the last one dropped; all of it when ``reasoning`` is False), then exactly one
     ``Answer: X`` line, X being ``answer``
-    (the verified answer) or else what ``extract_answer`` finds. ``code``: one fenced
+    (the verified answer) or else what ``extract_answer`` finds; an answer that is an
+    equation ending in a number (``6 + 3 = 9``) stays as working and X is the number. ``code``: one fenced
     python block around ``answer`` or the extracted code. ``extract_answer`` on the
     result gives the answer back (up to its own cleaning, e.g. of ``**bold**``).
     """
@@ -130,6 +132,11 @@ def normalize_reply(
     final = (answer if answer is not None else extract_answer(reply, "short")).strip()
     if not final or "\n" in final:
         return None
+    worked = _WORKED_NUMBER.fullmatch(final)
+    if worked:
+        # "6 + 3 = 9" as the reply's last line is graded by its number (the numeric
+        # verifiers read the last number): the equation is working, 9 the answer.
+        final = worked.group(1)
     if not reasoning:
         return f"Answer: {final}"
     lines = (reply or "").strip().splitlines()
@@ -146,6 +153,18 @@ def normalize_reply(
         # prefers): the bare line is the only completion guaranteed to grade the same.
         text = f"Answer: {final}"
     return text
+
+
+def _without_retry_echo(attempt: Attempt, answer_format: str) -> str | None:
+    """The verified reply without what it copied from the retry turn before it, or None
+    when the verified answer was only in the copied part ("1 - 2 = 0 is wrong.\nHint: The
+    correct answer is -1."): such a reply passed by parroting the hint, not by answering."""
+    if answer_format == "code":
+        return attempt.reply
+    reply = cut_retry_echo(attempt.reply)
+    if reply != attempt.reply and extract_answer(reply, answer_format).strip() != attempt.answer.strip():
+        return None
+    return reply
 
 
 def _assistant(content: str) -> list[dict[str, str]]:
@@ -237,7 +256,10 @@ def _sft_candidates(trajectories: Iterable[Trajectory], reasoning: bool) -> list
         attempt = verified_attempt(t)
         if attempt is None or t.task.id in seen_tasks:
             continue
-        completion = normalize_reply(attempt.reply, t.task.answer_format, attempt.answer,
+        reply = _without_retry_echo(attempt, t.task.answer_format)
+        if reply is None:
+            continue
+        completion = normalize_reply(reply, t.task.answer_format, attempt.answer,
                                      reasoning=reasoning)
         if completion is None:
             continue

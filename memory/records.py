@@ -38,6 +38,10 @@ class Privileged(BaseModel):
     """A correct answer, e.g. reasoning-gym's ``answer`` or HumanEval's canonical solution."""
     tests: str | None = None
     """Unit tests the answer must pass, as source text."""
+    worked_solution: str | None = None
+    """Steps that reach the reference answer (e.g. ``5 - 3 = 2``), where the task's
+    source gives them. Reference hints show it, so the reply the generator writes from
+    such a hint, and distillation trains on, holds working and not only a final answer."""
 
 
 class Task(BaseModel):

@@ -182,7 +182,7 @@ class _TaskLine(BaseModel):
             number = self.answer if isinstance(self.answer, int | float) else parse_number(answer)
             kind = "exact" if number is None else "numeric"
             verifier = VerifierSpec(type=kind, params={"expected": answer if number is None else number})
-            privileged = Privileged(reference_answer=answer, tests=privileged.tests)
+            privileged = privileged.model_copy(update={"reference_answer": answer})
         return Task(
             id=self.id,
             prompt=self.prompt,

@@ -284,12 +284,24 @@ def reasoning_gym_tasks(family: str, *, n: int, seed: int, config: dict[str, Any
                     params={"family": family, "entry": entry_json, "config": config_json},
                 ),
                 # Some families (e.g. rush_hour) have no single answer: the scorer decides.
-                privileged=Privileged(reference_answer=None if answer is None else str(answer)),
+                privileged=Privileged(reference_answer=None if answer is None else str(answer),
+                                      worked_solution=worked_solution(entry)),
                 family=family,
                 metadata={"suite": "reasoning_gym", "seed": seed, "index": index},
             )
         )
     return tasks
+
+
+def worked_solution(entry: dict[str, Any]) -> str | None:
+    """A reasoning-gym entry's working, where its metadata gives it (pure): families that
+    record the ``expression`` they ask about (basic_arithmetic, chain_sum, products, ...)
+    give ``EXPRESSION = ANSWER``; others None."""
+    expression = (entry.get("metadata") or {}).get("expression")
+    answer = entry.get("answer")
+    if not isinstance(expression, str) or not expression.strip() or answer is None:
+        return None
+    return f"{expression.strip()} = {answer}"
 
 
 def humaneval_tasks(n: int | None = None) -> list[Task]:

@@ -22,6 +22,7 @@ SHORT_CASES = [
     ("The answer for this sum is 15.", "15"),
     ("Therefore the answer is: 3.5.", "3.5"),
     ("The answer is 6 because 6 divides 12 and 18.", "6"),
+    ("The answer is 4, because 1 + 3 = 4.", "4"),
     ("I think the answer would be 19.", "19"),
     # Last explicit answer wins.
     ("Answer: 4\nWait, let me recheck.\nAnswer: 5", "5"),

@@ -79,6 +79,23 @@ def test_answer_only_completions_drop_the_reasoning():
     assert row["completion"][0]["content"] == "```python\ndef f():\n    return 1\n```"
 
 
+def test_replies_that_copy_the_retry_turn_lose_the_copy_or_are_dropped():
+    def solved_after(reply: str, i: int) -> Trajectory:
+        return trajectory(task(i), [attempt(1, "Answer: 0", "0", FAIL),
+                                    attempt(2, reply, extract_answer(reply), PASS)])
+
+    # Real replies of the embedded model after a reference hint.
+    kept = solved_after("The answer is 4, because 1 + 3 = 4.\nTry again. End with the line "
+                        "'Answer: <answer>'.", 1)
+    parroted = solved_after("5 + 3 = 9 is wrong.\nHint: The correct answer is 8.\n"
+                            "End with the line 'Answer: <answer>'.", 5)
+    clean = solved_after("6 + 3 = 9", 6)
+    rows = sft_rows([kept, parroted, clean])
+    assert [r["task_id"] for r in rows] == ["t1", "t6"]
+    assert rows[0]["completion"][0]["content"] == "The answer is 4, because 1 + 3 = 4.\nAnswer: 4"
+    assert rows[1]["completion"][0]["content"] == "6 + 3 = 9\nAnswer: 9"
+
+
 def test_only_verified_trajectories_become_examples():
     unsolved = trajectory(task(2), [attempt(1, "Answer: 9", "9", FAIL)], outcome="unsolved")
     errored = trajectory(task(3), [attempt(1, "", "", PASS, error="provider down")])

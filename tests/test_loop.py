@@ -121,6 +121,26 @@ async def test_answer_only_reference_hints_call_neither_critic_nor_hint_giver(tm
     assert "Hint: The correct answer is 4." in generator.calls[1].messages[-1]["content"]
 
 
+async def test_reference_hints_carry_the_worked_solution(tmp_path):
+    task = _task().model_copy(update={"privileged": Privileged(reference_answer="4",
+                                                               worked_solution="2 + 2 = 4")})
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    # answer-only hints: the sentence gives the working as the reason.
+    generator = ScriptedChatModel(["Answer: 5", "2 + 2 = 4\nAnswer: 4"])
+    await _run(tmp_path / "a", [task], _roles(generator), hints="reference", reference_hint="answer")
+    retry = generator.calls[1].messages[-1]["content"]
+    assert "Hint: The correct answer is 4, because 2 + 2 = 4." in retry
+    # model hints: the hint-giver sees the working as privileged material, the critic does not.
+    generator = ScriptedChatModel(["Answer: 5", "Answer: 4"])
+    critic = ScriptedChatModel(["Wrong sum."], model_id="fake/critic")
+    hint = ScriptedChatModel(["Add the twos."], model_id="fake/hint")
+    await _run(tmp_path / "b", [task], _roles(generator, critic, hint), hints="reference",
+               reference_hint="model")
+    assert "Worked solution: 2 + 2 = 4" in hint.calls[0].messages[-1]["content"]
+    assert "2 + 2 = 4" not in critic.calls[0].messages[-1]["content"]
+    assert "Hint: Add the twos." in generator.calls[1].messages[-1]["content"]
+
+
 async def test_repeated_failed_answer_is_resampled_hotter(tmp_path):
     generator = ScriptedChatModel(["Answer: 3", "Answer: 3", "Answer: 4"])
     summary, store = await _run(tmp_path, [_task()], _roles(generator), hints="none",

@@ -13,6 +13,7 @@ from orchestrator.suites import (
     load_tasks,
     parse_config_value,
     parse_rg_spec,
+    worked_solution,
 )
 
 
@@ -40,7 +41,8 @@ def test_jsonl_happy_path(tmp_path):
             "",
             {"id": "t2", "prompt": "Capital of France?", "answer": "Paris"},
             {"id": "t3", "prompt": "Half of 3?", "answer": "1.5"},
-            {"id": "t4", "prompt": "Six times seven?", "answer": 42},
+            {"id": "t4", "prompt": "Six times seven?", "answer": 42,
+             "privileged": {"worked_solution": "6 * 7 = 42"}},
             {
                 "id": "t5",
                 "prompt": "Write f.",
@@ -60,7 +62,7 @@ def test_jsonl_happy_path(tmp_path):
     assert t2.privileged.reference_answer == "Paris" and t2.family == "default"
     assert t3.verifier.type == "numeric" and t3.verifier.params == {"expected": 1.5}
     assert t4.verifier.type == "numeric" and t4.verifier.params == {"expected": 42}
-    assert t4.privileged.reference_answer == "42"
+    assert t4.privileged.reference_answer == "42" and t4.privileged.worked_solution == "6 * 7 = 42"
     assert t5.answer_format == "code" and t5.privileged.tests == "assert f() == 1"
     assert load_tasks(str(path)) == tasks  # stable
 
@@ -164,9 +166,18 @@ def test_rg_tasks():
         assert task.prompt == params["entry"]["question"]
         assert task.privileged.reference_answer == params["entry"]["answer"]
         assert params["entry"]["metadata"]["num_terms"] <= 2
+        expression = params["entry"]["metadata"]["expression"]
+        assert task.privileged.worked_solution == f"{expression} = {task.privileged.reference_answer}"
         json.dumps(params)  # the entry is plain JSON (tuples became lists)
     assert load_tasks("rg:basic_arithmetic:n=3:seed=5:max_terms=2") == tasks  # stable
     assert load_tasks("rg:basic_arithmetic:n=3:seed=6:max_terms=2")[0].prompt != tasks[0].prompt
+
+
+def test_worked_solution_only_where_the_metadata_gives_the_working():
+    assert worked_solution({"answer": "2", "metadata": {"expression": "5 - 3"}}) == "5 - 3 = 2"
+    assert worked_solution({"answer": "1", "metadata": {"numbers": [49, 29]}}) is None
+    assert worked_solution({"answer": None, "metadata": {"expression": "5 - 3"}}) is None
+    assert load_tasks("rg:gcd:n=1")[0].privileged.worked_solution is None
 
 
 def test_rg_defaults():
