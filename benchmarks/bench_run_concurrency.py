@@ -58,10 +58,13 @@ def main() -> None:
             store = SQLiteStore(Path(home) / f"c{concurrency}.db")
             run = RunRecord(run_id=f"c{concurrency}", tasks_spec=SPEC, settings={}, total=len(tasks))
             store.create_run(run)
+            [engine] = loaded_engines().values()
+            admissions = engine.batch_stats.batches
             started = time.perf_counter()
             summary = asyncio.run(execute_run(config, tasks, store, run, models=models))
             timings[concurrency] = (time.perf_counter() - started, summary.tokens, summary.solved)
-            print(f"concurrency {concurrency}: {timings[concurrency][0]:.1f} s", file=sys.stderr)
+            print(f"concurrency {concurrency}: {timings[concurrency][0]:.1f} s, "
+                  f"{engine.batch_stats.batches - admissions} admissions", file=sys.stderr)
     (t1, tok1, s1), (tn, tokn, sn) = timings[1], timings[args.concurrency]
     print(f"| concurrency | wall s | tokens | tokens/s | solved |\n|---|---|---|---|---|\n"
           f"| 1 | {t1:.1f} | {tok1} | {tok1 / t1:.0f} | {s1}/{args.n} |\n"

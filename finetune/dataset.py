@@ -50,6 +50,10 @@ from memory.records import Attempt, Task, Trajectory
 from memory.files import write_atomic
 
 DatasetMethod = Literal["sft", "dpo", "sft+dpo"]
+Completion = Literal["reply", "answer", "worked"]
+"""What a short-answer example teaches: ``reply``, the verified reply (its reasoning, then
+the answer line); ``answer``, the answer line alone; ``worked``, the task's worked
+solution then the answer line, for tasks that carry one (others: as ``reply``)."""
 Row = dict[str, Any]
 
 METADATA_COLUMNS = ("trajectory_id", "rejected_trajectory_id", "task_id", "family")
@@ -155,6 +159,18 @@ def normalize_reply(
     return text
 
 
+def _completion(task: Task, attempt: Attempt, completion: Completion) -> str | None:
+    """The example's completion for the verified ``attempt`` (None: no usable one)."""
+    worked = task.privileged.worked_solution
+    if completion == "worked" and worked and task.answer_format == "short":
+        return normalize_reply(worked, "short", task.privileged.reference_answer)
+    reply = _without_retry_echo(attempt, task.answer_format)
+    if reply is None:
+        return None
+    return normalize_reply(reply, task.answer_format, attempt.answer,
+                           reasoning=completion != "answer")
+
+
 def _without_retry_echo(attempt: Attempt, answer_format: str) -> str | None:
     """The verified reply without what it copied from the retry turn before it, or None
     when the verified answer was only in the copied part ("1 - 2 = 0 is wrong.\nHint: The
@@ -185,7 +201,7 @@ def sft_rows(
     eval_hashes: Collection[str] = (),
     max_per_family: int | None = None,
     seed: int = 0,
-    reasoning: bool = True,
+    completion: Completion = "reply",
 ) -> list[Row]:
     """One SFT row per verified task (see the module docstring for the row shape).
 
@@ -193,10 +209,10 @@ def sft_rows(
     task id, or same normalized prompt and completion) keep the first in input order.
     ``max_per_family`` keeps at most that many rows per family, chosen by a seeded hash
     of the task id (stable across runs and input order). Raises ``ConfigError`` when a
-    kept prompt's hash is in ``eval_hashes`` (see :func:`check_leakage`). With
-    ``reasoning`` False, short-answer completions are the answer line alone.
+    kept prompt's hash is in ``eval_hashes`` (see :func:`check_leakage`). ``completion``
+    picks what short-answer rows teach (see :data:`Completion`).
     """
-    return _finish(_sft_candidates(trajectories, reasoning), eval_hashes, max_per_family, seed)
+    return _finish(_sft_candidates(trajectories, completion), eval_hashes, max_per_family, seed)
 
 
 def dpo_rows(
@@ -205,7 +221,7 @@ def dpo_rows(
     eval_hashes: Collection[str] = (),
     max_per_family: int | None = None,
     seed: int = 0,
-    reasoning: bool = True,
+    completion: Completion = "reply",
 ) -> list[Row]:
     """One preference pair per verified task: chosen = the verified reply (normalized as
     in :func:`sft_rows`), rejected = a failed attempt at the same task whose normalized
@@ -217,17 +233,18 @@ def dpo_rows(
     are normalized too when they hold an answer, so a pair differs in content rather than
     layout; otherwise the raw reply is kept. Attempts with a provider error or an empty
     reply never serve. Tasks with no usable failure give no pair. Dedup, cap, leakage and
-    ``reasoning`` as in :func:`sft_rows`.
+    ``completion`` as in :func:`sft_rows` (rejected replies keep their reasoning unless
+    it is ``answer``).
     """
     trajectories = list(trajectories)
     failures: dict[str, list[tuple[str, str]]] = {}  # task id -> [(trajectory id, reply)]
     for t in trajectories:
         for attempt in t.attempts:
             if not attempt.verdict.passed and attempt.error is None and attempt.reply.strip():
-                rejected = _rejected_text(t.task, attempt, reasoning)
+                rejected = _rejected_text(t.task, attempt, completion != "answer")
                 failures.setdefault(t.task.id, []).append((t.id, rejected))
     rows: list[Row] = []
-    for row in _sft_candidates(trajectories, reasoning):
+    for row in _sft_candidates(trajectories, completion):
         chosen = row["completion"][0]["content"]
         own = [f for f in failures.get(row["task_id"], []) if f[0] == row["trajectory_id"]]
         others = [f for f in failures.get(row["task_id"], []) if f[0] != row["trajectory_id"]]
@@ -247,7 +264,7 @@ def dpo_rows(
     return _finish(rows, eval_hashes, max_per_family, seed)
 
 
-def _sft_candidates(trajectories: Iterable[Trajectory], reasoning: bool) -> list[Row]:
+def _sft_candidates(trajectories: Iterable[Trajectory], completion: Completion) -> list[Row]:
     """Deduplicated SFT rows in input order, each with a private ``_task`` column."""
     rows: list[Row] = []
     seen_tasks: set[str] = set()
@@ -256,21 +273,17 @@ def _sft_candidates(trajectories: Iterable[Trajectory], reasoning: bool) -> list
         attempt = verified_attempt(t)
         if attempt is None or t.task.id in seen_tasks:
             continue
-        reply = _without_retry_echo(attempt, t.task.answer_format)
-        if reply is None:
+        text = _completion(t.task, attempt, completion)
+        if text is None:
             continue
-        completion = normalize_reply(reply, t.task.answer_format, attempt.answer,
-                                     reasoning=reasoning)
-        if completion is None:
-            continue
-        pair = (prompt_hash(t.task.prompt), t.task.answer_format, completion)
+        pair = (prompt_hash(t.task.prompt), t.task.answer_format, text)
         if pair in seen_pairs:
             continue
         seen_tasks.add(t.task.id)
         seen_pairs.add(pair)
         rows.append({
             "prompt": _prompt(t.task),
-            "completion": _assistant(completion),
+            "completion": _assistant(text),
             "trajectory_id": t.id,
             "task_id": t.task.id,
             "family": t.task.family,
@@ -286,13 +299,13 @@ def build_rows(
     eval_hashes: Collection[str] = (),
     max_per_family: int | None = None,
     seed: int = 0,
-    reasoning: bool = True,
+    completion: Completion = "reply",
 ) -> list[Row]:
     """Rows for ``method``: SFT rows, DPO pairs, or (``sft+dpo``) SFT rows followed by
     DPO pairs in one list, which is what ``train_lora(method="sft+dpo")`` reads."""
     trajectories = list(trajectories)
     kwargs = {"eval_hashes": eval_hashes, "max_per_family": max_per_family, "seed": seed,
-              "reasoning": reasoning}
+              "completion": completion}
     if method == "sft":
         return sft_rows(trajectories, **kwargs)
     if method == "dpo":
@@ -358,9 +371,8 @@ class DatasetManifest(BaseModel):
     """Every task id in the file, sorted, unique."""
     counts_per_family: dict[str, int]
     """Rows per task family."""
-    completion: Literal["reply", "answer"] = "reply"
-    """Short-answer completions: the verified reply's reasoning and answer line, or the
-    answer line alone (see ``normalize_reply``)."""
+    completion: Completion = "reply"
+    """What short-answer completions hold (see :data:`Completion`)."""
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -387,7 +399,7 @@ def serialize_rows(rows: Sequence[Row]) -> bytes:
 
 
 def write_dataset(
-    rows: Sequence[Row], path: Path | str, completion: Literal["reply", "answer"] = "reply"
+    rows: Sequence[Row], path: Path | str, completion: Completion = "reply"
 ) -> DatasetManifest:
     """Write ``rows`` as JSONL at ``path`` atomically (temp file + rename: a crash leaves
     the old file or the new one, never half of one) and return its manifest. The method

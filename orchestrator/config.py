@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from errors import ConfigError
+from finetune.dataset import Completion
 from finetune.train import Method, TrainConfig
 
 CONFIG_FILE_NAME = "selftaught.toml"
@@ -102,10 +103,11 @@ class DistillConfig(_Section):
     """sft (the verified replies), dpo (verified vs failed replies) or sft+dpo."""
     max_per_family: int | None = Field(512, ge=1)
     """At most this many training examples per task family (None: no cap)."""
-    completion: Literal["reply", "answer"] = "reply"
+    completion: Completion = "reply"
     """What a short-answer example teaches: the verified reply (its reasoning, then the
-    answer line) or the answer line alone. A small model's reasoning after a revealed
-    reference is often a rationalization not worth learning."""
+    answer line), the answer line alone, or (``worked``) the task's worked solution and
+    the answer line. A small model's reasoning after a revealed reference is often a
+    rationalization not worth learning (benchmarks/RESULTS.md, issue 4)."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """LoRA and optimizer settings."""
 

@@ -78,7 +78,7 @@ def distill(
     rows = build_rows(trajectories, method, eval_hashes=prompt_hashes(exclude),
                       max_per_family=config.distill.max_per_family,
                       seed=config.distill.train.seed,
-                      reasoning=config.distill.completion == "reply")
+                      completion=config.distill.completion)
     if not rows:
         raise ConfigError(
             "no verified trajectories to learn from (or, for dpo, none with a failed attempt "

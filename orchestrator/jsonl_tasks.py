@@ -7,13 +7,15 @@ fixes the file in one pass and nothing ever runs on a half-parsed file.
 Line shapes (one JSON object a line; blank lines are ignored)::
 
     {"id", "prompt", "verifier": {"type", "params"},
-     optional "family", "reference_answer", "tests", "answer_format", "metadata"}
-    {"id", "prompt", "answer", optional "family", "tests", "answer_format", "metadata"}
+     optional "family", "reference_answer", "tests", "worked_solution", "answer_format",
+     "metadata"}
+    {"id", "prompt", "answer", optional "family", "tests", "worked_solution",
+     "answer_format", "metadata"}
 
 The second is a convenience: ``answer`` becomes the reference answer and the verifier
 is ``numeric`` (``{"expected": <number>}``) when the answer parses as a plain decimal
 number, else ``exact`` (``{"expected": <answer>}``). A ``privileged`` object (the shape
-``Task.model_dump()`` writes) is accepted instead of ``reference_answer``/``tests``, so
+``Task.model_dump()`` writes) is accepted instead of ``reference_answer``/``tests``/``worked_solution``, so
 ``selftaught tasks --json`` output can be saved and loaded back.
 """
 
@@ -152,6 +154,7 @@ class _TaskLine(BaseModel):
     family: str = Field("default", min_length=1)
     reference_answer: str | None = None
     tests: str | None = None
+    worked_solution: str | None = None
     privileged: Privileged | None = None
     answer_format: Literal["short", "code"] = "short"
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -168,13 +171,14 @@ class _TaskLine(BaseModel):
                 raise ValueError("field 'answer' must be a string or a number")
             if self.reference_answer is not None:
                 raise ValueError("'answer' is the reference answer; drop 'reference_answer'")
-        if self.privileged is not None and (self.reference_answer or self.tests):
-            raise ValueError("give 'privileged' or 'reference_answer'/'tests', not both")
+        if self.privileged is not None and (self.reference_answer or self.tests or self.worked_solution):
+            raise ValueError("give 'privileged' or 'reference_answer'/'tests'/'worked_solution', not both")
         return self
 
     def to_task(self) -> Task:
         """The :class:`Task` this line describes (see the module docstring)."""
-        privileged = self.privileged or Privileged(reference_answer=self.reference_answer, tests=self.tests)
+        privileged = self.privileged or Privileged(
+            reference_answer=self.reference_answer, tests=self.tests, worked_solution=self.worked_solution)
         if self.verifier is not None:
             verifier = VerifierSpec(type=self.verifier.type, params=self.verifier.params)
         else:
@@ -196,7 +200,7 @@ class _TaskLine(BaseModel):
 
 _EXPECTED = (
     '{"id", "prompt", "verifier": {"type", "params"}} (optional "family", "reference_answer", '
-    '"tests", "answer_format", "metadata"), or {"id", "prompt", "answer"}'
+    '"tests", "worked_solution", "answer_format", "metadata"), or {"id", "prompt", "answer"}'
 )
 
 

@@ -20,7 +20,7 @@ from finetune.dataset import (
     sft_rows,
     write_dataset,
 )
-from memory.records import Attempt, Hint, Task, Trajectory, Verdict, VerifierSpec
+from memory.records import Attempt, Hint, Privileged, Task, Trajectory, Verdict, VerifierSpec
 
 PASS = Verdict(passed=True, score=1.0)
 FAIL = Verdict(passed=False, score=0.0, feedback="wrong")
@@ -68,15 +68,29 @@ def test_sft_rows_use_the_evaluation_prompt_and_the_verified_reply():
 
 
 def test_answer_only_completions_drop_the_reasoning():
-    [row] = sft_rows([hinted(1)], reasoning=False)
+    [row] = sft_rows([hinted(1)], completion="answer")
     assert row["completion"] == [{"role": "assistant", "content": "Answer: 4"}]
-    [pair] = dpo_rows([hinted(1)], reasoning=False)
+    [pair] = dpo_rows([hinted(1)], completion="answer")
     assert [pair["chosen"][0]["content"], pair["rejected"][0]["content"]] == ["Answer: 4", "Answer: 5"]
     code = task(2, fmt="code")
     reply = "Here:\n```python\ndef f():\n    return 1\n```"
     [row] = sft_rows([trajectory(code, [attempt(1, reply, extract_answer(reply, "code"), PASS)])],
-                     reasoning=False)
+                     completion="answer")
     assert row["completion"][0]["content"] == "```python\ndef f():\n    return 1\n```"
+
+
+def test_worked_completions_teach_the_tasks_worked_solution():
+    worked = task(1).model_copy(update={"privileged": Privileged(reference_answer="4",
+                                                                 worked_solution="1 + 3 = 4")})
+    solved = trajectory(worked, [attempt(1, "Answer: 5", "5", FAIL),
+                                 attempt(2, "The answer is 4.", "4", PASS)])
+    [row] = sft_rows([solved], completion="worked")
+    assert row["completion"][0]["content"] == "1 + 3 = 4\nAnswer: 4"
+    # Tasks without one keep the verified reply; unverified tasks still give nothing.
+    unsolved = trajectory(worked.model_copy(update={"id": "t9"}),
+                          [attempt(1, "Answer: 5", "5", FAIL)], outcome="unsolved")
+    rows = sft_rows([hinted(2), unsolved], completion="worked")
+    assert [r["completion"][0]["content"] for r in rows] == ["2 + 3 = 5\nAnswer: 5"]
 
 
 def test_replies_that_copy_the_retry_turn_lose_the_copy_or_are_dropped():

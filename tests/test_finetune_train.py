@@ -192,11 +192,11 @@ def test_sft_trains_only_lora_weights_on_completions_and_saves_a_working_adapter
 
 
 def test_the_cpu_loss_path_matches_trls_fused_loss(tiny_base, datasets, tmp_path, monkeypatch):
-    from finetune import train as train_module
+    from finetune import stages
 
     hyper = QUICK.model_copy(update={"lora_dropout": 0.0, "grad_accum": 2, "max_steps": 2})
     lean = train_lora(tiny_base, datasets["sft"], tmp_path / "lean", hyper=hyper)
-    monkeypatch.setattr(train_module, "_lean_sft_trainer", lambda base: base)  # TRL as shipped
+    monkeypatch.setattr(stages, "_lean_sft_trainer", lambda base: base)  # TRL as shipped
     fused = train_lora(tiny_base, datasets["sft"], tmp_path / "fused", hyper=hyper)
     assert lean.stages[0].mean_loss == pytest.approx(fused.stages[0].mean_loss, rel=1e-5)
     assert "entropy" in fused.stages[0].metrics  # TRL's own metrics are only on its path

@@ -41,8 +41,7 @@ def test_jsonl_happy_path(tmp_path):
             "",
             {"id": "t2", "prompt": "Capital of France?", "answer": "Paris"},
             {"id": "t3", "prompt": "Half of 3?", "answer": "1.5"},
-            {"id": "t4", "prompt": "Six times seven?", "answer": 42,
-             "privileged": {"worked_solution": "6 * 7 = 42"}},
+            {"id": "t4", "prompt": "Six times seven?", "answer": 42, "worked_solution": "6 * 7 = 42"},
             {
                 "id": "t5",
                 "prompt": "Write f.",
@@ -68,7 +67,8 @@ def test_jsonl_happy_path(tmp_path):
 
 
 def test_jsonl_round_trips_task_dumps(tmp_path):
-    tasks = load_tasks(str(write_lines(tmp_path, [{"id": "a", "prompt": "p", "answer": "x"}])))
+    line = {"id": "a", "prompt": "p", "answer": "x", "worked_solution": "w"}
+    tasks = load_tasks(str(write_lines(tmp_path, [line])))
     again = load_tasks(str(write_lines(tmp_path, [t.model_dump() for t in tasks], name="dump.jsonl")))
     assert again == tasks
 
