@@ -411,22 +411,6 @@ def test_batcher_admits_requests_into_the_running_batch():
     batcher.close()
 
 
-def test_batcher_joins_running_rows_in_groups_or_after_the_wait():
-    stepper = ScriptedStepper()
-    batcher, release = scripted_batcher(stepper, join_group=3, join_wait_ms=400)
-    long = batcher.submit(Req(key="a", n=0, steps=40))
-    release.set()
-    wait_for(lambda: stepper.admitted)
-    pair = [batcher.submit(Req(key="a", n=i, steps=1)) for i in (1, 2)]
-    wait_for(lambda: len(stepper.admitted) == 2)  # two waiting: joined only after the wait
-    third = batcher.submit(Req(key="a", n=3, steps=1))
-    group = [batcher.submit(Req(key="a", n=i, steps=1)) for i in (4, 5)]
-    assert [f.result(timeout=10) for f in (*pair, third, *group)] == [1, 2, 3, 4, 5]
-    assert stepper.admitted == [[0], [1, 2], [3, 4, 5]]  # a group of three joins at once
-    assert not long.done() and long.result(timeout=10) == 0
-    batcher.close()
-
-
 def test_batcher_switches_key_only_when_the_running_rows_are_done():
     stepper = ScriptedStepper()
     batcher, release = scripted_batcher(stepper)

@@ -9,10 +9,7 @@ steps it admits queued requests into the running batch, up to ``max_batch_size``
 as long as they share the running rows' ``group_key`` (the adapter). When the oldest
 queued request has another key, admission pauses until the running rows finish, so no
 key waits forever. When idle, it waits a few milliseconds after a request arrives for
-others to join, so they share one prefill. While rows run, queued requests join in
-groups (``join_group``, or sooner once the oldest has waited ``join_wait_ms``): each
-admission stalls the running rows for one prefill forward, and prompts prefilled
-together cost about half as much per token as one prompt alone.
+others to join, so they share one prefill.
 
 Contract: every submitted future completes. A failing admit or step fails the futures
 it involved (the requests being admitted and the rows running) with ``ModelError`` (or
@@ -107,8 +104,6 @@ class Batcher:
         max_batch_size: int = 32,
         gather_ms: float = 5.0,
         max_wait_ms: float = 50.0,
-        join_group: int = 1,
-        join_wait_ms: float = 0.0,
         name: str = "selftaught-batcher",
     ):
         if max_batch_size < 1:
@@ -119,8 +114,6 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self._gather_s = gather_ms / 1000
         self._max_wait_s = max_wait_ms / 1000
-        self.join_group = join_group
-        self._join_wait_s = join_wait_ms / 1000
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()  # orders `submit` against the worker failing for good
         self._fatal: BaseException | None = None
@@ -139,7 +132,7 @@ class Batcher:
             if self._fatal is not None:
                 future.set_exception(self._fatal)
             else:
-                self._queue.put((request, future, time.monotonic()))
+                self._queue.put((request, future))
         return future
 
     def close(self, timeout: float | None = None) -> None:
@@ -150,7 +143,7 @@ class Batcher:
     # -- worker thread ---------------------------------------------------------------
 
     def _main(self) -> None:
-        backlog: list[tuple[Groupable, Future, float]] = []  # (request, future, arrived)
+        backlog: list[tuple[Groupable, Future]] = []
         try:
             self._stepper = self._start()
             while True:
@@ -181,7 +174,7 @@ class Batcher:
         group fills a batch, or ``max_wait_ms`` passed). Returns True if asked to stop."""
         deadline = time.monotonic() + self._max_wait_s
         key = backlog[0][0].group_key
-        same = sum(1 for request, *_ in backlog if request.group_key == key)
+        same = sum(1 for request, _ in backlog if request.group_key == key)
         while same < self.max_batch_size:
             timeout = min(self._gather_s, deadline - time.monotonic())
             if timeout <= 0:
@@ -214,8 +207,6 @@ class Batcher:
         if not backlog or (running and backlog[0][0].group_key != self._running_key):
             return
         key = backlog[0][0].group_key
-        if running and not self._join_now(backlog, key, running):
-            return
         batch = self._take(backlog, key, self.max_batch_size - running)
         if not batch:
             return
@@ -229,24 +220,16 @@ class Batcher:
         self.stats.recent.append((key, len(batch)))
         self._run(lambda: self._stepper.admit(requests, futures), futures)
 
-    def _join_now(self, backlog: list, key: Any, running: int) -> bool:
-        """Whether the queued requests of ``key`` join the running rows now: a group of
-        ``join_group`` (or as many as there are free rows) is waiting, or the oldest has
-        waited ``join_wait_ms``."""
-        waiting = sum(1 for request, *_ in backlog if request.group_key == key)
-        enough = min(self.join_group, self.max_batch_size - running)
-        return waiting >= enough or time.monotonic() - backlog[0][2] >= self._join_wait_s
-
     def _take(self, backlog: list, key: Any, limit: int) -> list[tuple[Groupable, Future]]:
         """Remove and return up to ``limit`` requests of ``key``, oldest first, skipping
         requests whose caller already cancelled."""
         batch, rest = [], []
-        for request, future, arrived in backlog:
+        for request, future in backlog:
             if len(batch) < limit and request.group_key == key:
                 if future.set_running_or_notify_cancel():
                     batch.append((request, future))
             else:
-                rest.append((request, future, arrived))
+                rest.append((request, future))
         backlog[:] = rest
         return batch
 
@@ -274,7 +257,7 @@ class Batcher:
                     break
                 if item is not _STOP:
                     backlog.append(item)
-        for _, future, _ in backlog:
+        for _, future in backlog:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
 

@@ -35,8 +35,7 @@ MAX_ADAPTERS = 8
 class BatchingConfig:
     """Batching knobs for engines created from now on (env overrides:
     ``SELFTAUGHT_LOCAL_MAX_BATCH``, ``SELFTAUGHT_LOCAL_GATHER_MS``,
-    ``SELFTAUGHT_LOCAL_PREFIX_TOKENS``, ``SELFTAUGHT_LOCAL_JOIN_GROUP``,
-    ``SELFTAUGHT_LOCAL_JOIN_WAIT_MS``)."""
+    ``SELFTAUGHT_LOCAL_PREFIX_TOKENS``)."""
 
     max_batch_size: int = int(os.environ.get("SELFTAUGHT_LOCAL_MAX_BATCH", "32"))
     """Most rows decoding at once."""
@@ -46,13 +45,6 @@ class BatchingConfig:
     prefix_tokens: int = int(os.environ.get("SELFTAUGHT_LOCAL_PREFIX_TOKENS", "8192"))
     """Tokens of finished rows kept for reuse by prompts that start alike (0: off;
     about 46 KB per token for the embedded model)."""
-    join_group: int = int(os.environ.get("SELFTAUGHT_LOCAL_JOIN_GROUP", "4"))
-    """While rows run, queued requests join them once this many wait (or as many as
-    there are free rows)..."""
-    join_wait_ms: float = float(os.environ.get("SELFTAUGHT_LOCAL_JOIN_WAIT_MS", "300"))
-    """...or once the oldest has waited this long. Each admission stalls the running
-    rows for one prefill forward, and prompts prefilled together cost about half as
-    much per token as one alone (benchmarks/RESULTS.md, "run concurrency")."""
     max_wait_ms: float = 1000.0
     """...or this long after the first request. Generous on purpose: a full garbage
     collection in a process holding torch and litellm pauses every thread for several
@@ -91,8 +83,6 @@ class LocalEngine:
             max_batch_size=batching.max_batch_size,
             gather_ms=batching.gather_ms,
             max_wait_ms=batching.max_wait_ms,
-            join_group=batching.join_group,
-            join_wait_ms=batching.join_wait_ms,
             name=f"selftaught-local-{name}",
         )
 
