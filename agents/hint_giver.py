@@ -39,8 +39,8 @@ async def give_hint(
     if policy == "none":
         return Hint(text="", source="verifier", author=task.verifier.type, policy=policy), Usage()
     if reveals_answer_only(task, policy, reference_hint):
-        hint = Hint(text=reveal_line(task.privileged), source="reference", author="reference answer",
-                    policy=policy, used_privileged=True)
+        hint = Hint(text=reveal_line(task.privileged), source="reference",
+                    author="reference answer", policy=policy, used_privileged=True)
         return hint, Usage()
     completion = await model.complete(hint_messages(task, attempt, critique, policy),
                                       GenerationParams(temperature=0.0, max_tokens=max_tokens))

@@ -124,9 +124,9 @@ def normalize_reply(
 
     ``short``: the reasoning before the last answer line (other answer lines and any text
     after the last one dropped; all of it when ``reasoning`` is False), then exactly one
-    ``Answer: X`` line, X being ``answer``
-    (the verified answer) or else what ``extract_answer`` finds; an answer that is an
-    equation ending in a number (``6 + 3 = 9``) stays as working and X is the number. ``code``: one fenced
+    ``Answer: X`` line, X being ``answer`` (the verified answer) or else what
+    ``extract_answer`` finds; an answer that is an equation ending in a number
+    (``6 + 3 = 9``) stays as working and X is the number. ``code``: one fenced
     python block around ``answer`` or the extracted code. ``extract_answer`` on the
     result gives the answer back (up to its own cleaning, e.g. of ``**bold**``).
     """
@@ -178,7 +178,8 @@ def _without_retry_echo(attempt: Attempt, answer_format: str) -> str | None:
     if answer_format == "code":
         return attempt.reply
     reply = cut_retry_echo(attempt.reply)
-    if reply != attempt.reply and extract_answer(reply, answer_format).strip() != attempt.answer.strip():
+    copied = reply != attempt.reply
+    if copied and extract_answer(reply, answer_format).strip() != attempt.answer.strip():
         return None
     return reply
 

@@ -15,8 +15,8 @@ Line shapes (one JSON object a line; blank lines are ignored)::
 The second is a convenience: ``answer`` becomes the reference answer and the verifier
 is ``numeric`` (``{"expected": <number>}``) when the answer parses as a plain decimal
 number, else ``exact`` (``{"expected": <answer>}``). A ``privileged`` object (the shape
-``Task.model_dump()`` writes) is accepted instead of ``reference_answer``/``tests``/``worked_solution``, so
-``selftaught tasks --json`` output can be saved and loaded back.
+``Task.model_dump()`` writes) is accepted instead of ``reference_answer``, ``tests`` and
+``worked_solution``, so ``selftaught tasks --json`` output can be saved and loaded back.
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ class _TaskLine(BaseModel):
             if self.reference_answer is not None:
                 raise ValueError("'answer' is the reference answer; drop 'reference_answer'")
         if self.privileged is not None and (self.reference_answer or self.tests or self.worked_solution):
-            raise ValueError("give 'privileged' or 'reference_answer'/'tests'/'worked_solution', not both")
+            raise ValueError(
+                "give 'privileged' or 'reference_answer'/'tests'/'worked_solution', not both")
         return self
 
     def to_task(self) -> Task:

@@ -248,8 +248,9 @@ def reasoning_gym_tasks(family: str, *, n: int, seed: int, config: dict[str, Any
     """``n`` tasks of reasoning-gym ``family`` generated with ``seed`` and ``config``.
 
     Task ``i`` has id ``rg/FAMILY/SEED/i``, the entry's question as prompt, the entry's
-    answer as privileged reference, and verifier ``reasoning_gym`` with params
-    ``{"family", "entry" (question, answer, metadata as JSON), "config"}``.
+    answer (and, where it has one, its :func:`worked_solution`) as privileged material,
+    and verifier ``reasoning_gym`` with params ``{"family", "entry" (question, answer,
+    metadata as JSON), "config"}``.
     Raises :class:`ConfigError` for an unknown family or key, or a config the family rejects.
     """
     registry = _registry()
