@@ -61,6 +61,11 @@ SETS = {
         },
         "rg:ransom_note",
     ),
+    # One of those families alone, to see what three times the rows per family buys.
+    "worked-one": (
+        {"basic_arithmetic": "rg:basic_arithmetic:min_terms=2:max_terms=2:min_digits=1:max_digits=1"},
+        "rg:ransom_note",
+    ),
 }
 
 
