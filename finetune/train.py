@@ -349,4 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's ``main``, not this ``__main__`` copy's: finetune.stages
+    # imports finetune.train, and results must be built from one set of classes.
+    from finetune.train import main as module_main
+
+    sys.exit(module_main())

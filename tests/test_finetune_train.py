@@ -272,6 +272,25 @@ def test_command_line_entry_point(tiny_base, datasets, tmp_path, capsys):
     assert main(args[:-1] + [str(tmp_path / "other"), "--lora-r", "0"]) == 2  # invalid setting
 
 
+def test_python_dash_m_runs_the_entry_point(tiny_base, datasets, tmp_path):
+    # The launch shape of `accelerate launch -m finetune.train` and `torchrun -m`.
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "module-adapter"
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "finetune.train", "--base", str(tiny_base), "--data",
+         str(datasets["sft"]), "--out", str(out), "--max-steps", "1", "--batch-size", "2"],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["adapter_dir"] == str(out)
+    assert (out / "adapter_config.json").is_file()
+
+
 @pytest.mark.model
 def test_resolve_base_gives_the_embedded_model_and_one_step_trains(datasets, tmp_path):
     base = resolve_base("local/smollm2")
