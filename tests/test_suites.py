@@ -13,6 +13,7 @@ from orchestrator.suites import (
     load_tasks,
     parse_config_value,
     parse_rg_spec,
+    split_specs,
     worked_solution,
 )
 
@@ -171,6 +172,17 @@ def test_rg_tasks():
         json.dumps(params)  # the entry is plain JSON (tuples became lists)
     assert load_tasks("rg:basic_arithmetic:n=3:seed=5:max_terms=2") == tasks  # stable
     assert load_tasks("rg:basic_arithmetic:n=3:seed=6:max_terms=2")[0].prompt != tasks[0].prompt
+
+
+def test_a_plus_inside_a_json_value_does_not_join_specs():
+    assert split_specs('rg:a:operators=["+","-"]+rg:b:n=2') == ['rg:a:operators=["+","-"]', "rg:b:n=2"]
+    assert split_specs("rg:a+rg:b+") == ["rg:a", "rg:b", ""]
+    tasks = load_tasks('rg:basic_arithmetic:n=3:operators=["+"]+rg:gcd:n=1')
+    assert [t.family for t in tasks] == ["basic_arithmetic"] * 3 + ["gcd"]
+    assert all(t.verifier.params["config"]["operators"] == ["+"] for t in tasks[:3])
+    assert all("*" not in t.prompt and "/" not in t.prompt for t in tasks[:3])
+    with pytest.raises(ConfigError, match="empty part"):
+        load_tasks("rg:gcd:n=1+")
 
 
 def test_worked_solution_only_where_the_metadata_gives_the_working():
