@@ -1,18 +1,21 @@
 """``run`` wall time with the embedded model at concurrency N versus 1, same tasks.
 
     uv run python benchmarks/bench_run_concurrency.py [--n 32] [--concurrency 16]
-        [--attempts 1] [--hints none] [--reply-tokens 64] [--feedback-tokens 48]
+        [--attempts 1] [--hints none] [--reply-tokens 64] [--feedback-tokens 48] [--profile]
 
 Both runs use the same reasoning-gym tasks in one process with the model already
 loaded and no stored prompt prefixes. With one attempt (the default) both do the same
 greedy generation work; with more, retries sample, so the two runs' work differs a
-little and tokens per second are printed beside wall time.
+little and tokens per second are printed beside wall time. ``--profile`` also times
+the engine's prefill (admission) and decode forwards in each run and prints where the
+wall time went.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import sys
 import tempfile
 import time
@@ -20,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agents.local import decode  # noqa: E402
 from agents.local.engine import loaded_engines  # noqa: E402
 from memory.records import RunRecord  # noqa: E402
 from memory.store import SQLiteStore  # noqa: E402
@@ -28,6 +32,25 @@ from orchestrator.runner import build_models, execute_run  # noqa: E402
 from orchestrator.suites import load_tasks  # noqa: E402
 
 SPEC = "rg:basic_arithmetic:seed=21:min_terms=2:max_terms=2:min_digits=1:max_digits=2"
+
+
+def time_forwards() -> collections.Counter:
+    """Wrap ``DecodeBatch.admit`` and ``step`` to add up their seconds and calls."""
+    spent: collections.Counter = collections.Counter()
+
+    def timed(name, method):
+        def wrapper(self, *args):
+            started = time.perf_counter()
+            try:
+                return method(self, *args)
+            finally:
+                spent[name] += time.perf_counter() - started
+                spent[f"{name} calls"] += 1
+        return wrapper
+
+    decode.DecodeBatch.admit = timed("prefill", decode.DecodeBatch.admit)
+    decode.DecodeBatch.step = timed("decode", decode.DecodeBatch.step)
+    return spent
 
 
 def main() -> None:
@@ -39,7 +62,10 @@ def main() -> None:
     parser.add_argument("--reply-tokens", type=int, default=64)
     parser.add_argument("--feedback-tokens", type=int, default=48)
     parser.add_argument("--reference-hint", default="model+answer")
+    parser.add_argument("--profile", action="store_true",
+                        help="print prefill and decode time of each run")
     args = parser.parse_args()
+    spent = time_forwards() if args.profile else collections.Counter()
     tasks = load_tasks(f"{SPEC}:n={args.n}")
     timings = {}
     with tempfile.TemporaryDirectory() as home:
@@ -60,11 +86,20 @@ def main() -> None:
             store.create_run(run)
             [engine] = loaded_engines().values()
             admissions = engine.batch_stats.batches
+            spent.clear()
+            computed = engine._decode.prefill_tokens
             started = time.perf_counter()
             summary = asyncio.run(execute_run(config, tasks, store, run, models=models))
             timings[concurrency] = (time.perf_counter() - started, summary.tokens, summary.solved)
             print(f"concurrency {concurrency}: {timings[concurrency][0]:.1f} s, "
                   f"{engine.batch_stats.batches - admissions} admissions", file=sys.stderr)
+            if args.profile:
+                wall = timings[concurrency][0]
+                print(f"  prefill {spent['prefill']:.2f} s ({spent['prefill calls']} forwards, "
+                      f"{engine._decode.prefill_tokens - computed} prompt tokens computed), "
+                      f"decode {spent['decode']:.2f} s ({spent['decode calls']} steps), "
+                      f"elsewhere {wall - spent['prefill'] - spent['decode']:.2f} s",
+                      file=sys.stderr)
     (t1, tok1, s1), (tn, tokn, sn) = timings[1], timings[args.concurrency]
     print(f"| concurrency | wall s | tokens | tokens/s | solved |\n|---|---|---|---|---|\n"
           f"| 1 | {t1:.1f} | {tok1} | {tok1 / t1:.0f} | {s1}/{args.n} |\n"
