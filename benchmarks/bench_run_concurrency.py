@@ -2,13 +2,16 @@
 
     uv run python benchmarks/bench_run_concurrency.py [--n 32] [--concurrency 16]
         [--attempts 1] [--hints none] [--reply-tokens 64] [--feedback-tokens 48] [--profile]
+        [--repeat 1]
 
 Both runs use the same reasoning-gym tasks in one process with the model already
 loaded and no stored prompt prefixes. With one attempt (the default) both do the same
 greedy generation work; with more, retries sample, so the two runs' work differs a
 little and tokens per second are printed beside wall time. ``--profile`` also times
 the engine's prefill (admission) and decode forwards in each run and prints where the
-wall time went.
+wall time went. ``--repeat K`` runs the pair K times, alternating, and reports each
+pair's speed-up and their median: this machine's speed drifts by ~30% from one minute
+to the next, so a ratio is only fair between runs made close together.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import statistics
 import sys
 import tempfile
 import time
@@ -64,13 +68,14 @@ def main() -> None:
     parser.add_argument("--reference-hint", default="model+answer")
     parser.add_argument("--profile", action="store_true",
                         help="print prefill and decode time of each run")
+    parser.add_argument("--repeat", type=int, default=1, help="pairs of runs, alternating")
     args = parser.parse_args()
     spent = time_forwards() if args.profile else collections.Counter()
     tasks = load_tasks(f"{SPEC}:n={args.n}")
-    timings = {}
+    pairs = []
     with tempfile.TemporaryDirectory() as home:
         models = None
-        for concurrency in (1, args.concurrency):
+        for repeat, concurrency in [(r, c) for r in range(args.repeat) for c in (1, args.concurrency)]:
             config = Config(home=Path(home), run=RunConfig(concurrency=concurrency),
                             loop=LoopConfig(max_attempts=args.attempts, hints=args.hints,
                                             reply_max_tokens=args.reply_tokens,
@@ -81,8 +86,9 @@ def main() -> None:
                 asyncio.run(models.generator.complete([{"role": "user", "content": "hi"}]))
             for engine in loaded_engines().values():
                 engine.forget_prefixes()  # both runs start cold: same tasks, same prompts
-            store = SQLiteStore(Path(home) / f"c{concurrency}.db")
-            run = RunRecord(run_id=f"c{concurrency}", tasks_spec=SPEC, settings={}, total=len(tasks))
+            name = f"c{concurrency}-{repeat}"
+            store = SQLiteStore(Path(home) / f"{name}.db")
+            run = RunRecord(run_id=name, tasks_spec=SPEC, settings={}, total=len(tasks))
             store.create_run(run)
             [engine] = loaded_engines().values()
             admissions = engine.batch_stats.batches
@@ -90,21 +96,26 @@ def main() -> None:
             computed = engine._decode.prefill_tokens
             started = time.perf_counter()
             summary = asyncio.run(execute_run(config, tasks, store, run, models=models))
-            timings[concurrency] = (time.perf_counter() - started, summary.tokens, summary.solved)
-            print(f"concurrency {concurrency}: {timings[concurrency][0]:.1f} s, "
+            wall = time.perf_counter() - started
+            if concurrency == 1:
+                pairs.append({})
+            pairs[-1][concurrency] = (wall, summary.tokens, summary.solved)
+            print(f"concurrency {concurrency}: {wall:.1f} s, "
                   f"{engine.batch_stats.batches - admissions} admissions", file=sys.stderr)
             if args.profile:
-                wall = timings[concurrency][0]
                 print(f"  prefill {spent['prefill']:.2f} s ({spent['prefill calls']} forwards, "
                       f"{engine._decode.prefill_tokens - computed} prompt tokens computed), "
                       f"decode {spent['decode']:.2f} s ({spent['decode calls']} steps), "
                       f"elsewhere {wall - spent['prefill'] - spent['decode']:.2f} s",
                       file=sys.stderr)
-    (t1, tok1, s1), (tn, tokn, sn) = timings[1], timings[args.concurrency]
-    print(f"| concurrency | wall s | tokens | tokens/s | solved |\n|---|---|---|---|---|\n"
-          f"| 1 | {t1:.1f} | {tok1} | {tok1 / t1:.0f} | {s1}/{args.n} |\n"
-          f"| {args.concurrency} | {tn:.1f} | {tokn} | {tokn / tn:.0f} | {sn}/{args.n} |\n\n"
-          f"speed-up: {t1 / tn:.1f}x wall time, {(tokn / tn) / (tok1 / t1):.1f}x tokens/s")
+    print(f"| pair | concurrency 1: wall s, tokens, solved | concurrency {args.concurrency}: wall s, "
+          "tokens, solved | speed-up (wall) | speed-up (tokens/s) |\n|---|---|---|---|---|")
+    for i, pair in enumerate(pairs, start=1):
+        (t1, tok1, s1), (tn, tokn, sn) = pair[1], pair[args.concurrency]
+        print(f"| {i} | {t1:.1f}, {tok1}, {s1}/{args.n} | {tn:.1f}, {tokn}, {sn}/{args.n} | "
+              f"{t1 / tn:.1f}x | {(tokn / tn) / (tok1 / t1):.1f}x |")
+    ratios = [pair[1][0] / pair[args.concurrency][0] for pair in pairs]
+    print(f"\nspeed-up, median of {len(pairs)}: {statistics.median(ratios):.1f}x wall time")
 
 
 if __name__ == "__main__":

@@ -570,6 +570,49 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model_dir):
     assert [r.completion_tokens for r in together] == [12, 5, 9]
 
 
+def test_spare_layer_appends_in_place_and_holds_what_concatenation_would():
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from agents.local.kv import SpareLayer
+
+    spare, plain = SpareLayer(), DynamicLayer()
+    storages = set()
+    for width in [5, 1, 1, 70, 1, 200, 1]:  # crosses the buffer's capacity twice
+        keys, values = torch.randn(2, 3, width, 4), torch.randn(2, 3, width, 4)
+        got, want = spare.update(keys, values), plain.update(keys, values)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        storages.add(spare.keys.untyped_storage().data_ptr())
+    assert spare.get_seq_length() == 279
+    assert len(storages) == 3  # one buffer, grown twice: single steps wrote in place
+    spare.crop(-4)
+    spare.update(torch.ones(2, 3, 1, 4), torch.ones(2, 3, 1, 4))
+    assert spare.get_seq_length() == 276 and torch.equal(spare.keys[:, :, -1], torch.ones(2, 3, 4))
+
+
+def test_spare_cache_decodes_exactly_as_the_dynamic_cache(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    from agents.local.kv import spare_cache
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompt = torch.randint(3, 200, (3, 7), generator=torch.Generator().manual_seed(1))
+
+    @torch.inference_mode()
+    def greedy(cache) -> torch.Tensor:
+        logits, ids = [], prompt
+        for _ in range(6):
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]
+            logits.append(out)
+            ids = out.argmax(-1, keepdim=True)
+        return torch.stack(logits)
+
+    assert torch.equal(greedy(spare_cache()), greedy(DynamicCache()))
+    layers = [(torch.zeros(3, 2, 4, 8), torch.zeros(3, 2, 4, 8))] * 2  # a prefilled cache
+    assert spare_cache(layers).get_seq_length() == 4
+
+
 def test_rows_join_and_leave_a_running_decode_batch(tiny_model_dir):
     from contextlib import nullcontext
 

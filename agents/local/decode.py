@@ -11,7 +11,8 @@ generator. Position ids are explicit (from each row's mask), so the left padding
 merging adds changes nothing: a row decodes as it would alone, up to float rounding.
 
 The model is any transformers causal LM that takes ``past_key_values`` as a
-``DynamicCache``, ``position_ids`` and ``logits_to_keep``. All rows use one adapter:
+``Cache``, ``position_ids`` and ``logits_to_keep``; the running batch's cache appends in
+place (``kv.SpareLayer``) rather than copying itself every step. All rows use one adapter:
 ``select(adapter)`` is entered around every forward and yields the model to call with
 that adapter (the engine's peft switching). ``DecodeBatch`` is the ``batcher.Stepper``
 of the local engine; not thread-safe: one worker thread owns it.
@@ -26,7 +27,9 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import Cache
 
+from agents.local.kv import spare_cache
 from agents.local.prefix import PrefixCache
 from agents.local.request import GenRequest, GenResult
 from agents.local.rows import Row
@@ -95,7 +98,7 @@ class DecodeBatch:
 
     def _reset(self) -> None:
         self._slots: list[_Slot] = []
-        self._cache: DynamicCache | None = None
+        self._cache: Cache | None = None
         self._mask: torch.Tensor | None = None  # (rows, columns) 1 = real token
         self._positions: torch.Tensor | None = None  # (rows,) position of the next token
         self._last: torch.Tensor | None = None  # (rows,) the token to feed next
@@ -185,7 +188,7 @@ class DecodeBatch:
             return
         if self.prefixes.longest(adapter, common, limit=len(common))[0] == len(common):
             return  # already stored
-        cache = DynamicCache()
+        cache = DynamicCache()  # stored as is, so no spare columns (kv.SpareLayer)
         model(
             input_ids=torch.tensor([common], device=model.device),
             past_key_values=cache,
@@ -236,7 +239,7 @@ class DecodeBatch:
                 (stack(old_k, new_k), stack(old_v, new_v))
                 for (old_k, old_v), (new_k, new_v) in zip(_kv(self._cache), _kv(cache))
             ]
-            self._cache = DynamicCache(ddp_cache_data=layers)
+            self._cache = spare_cache(layers)
             self._mask = stack(self._mask, mask)
             self._positions = torch.cat([self._positions, positions])
         self._slots += slots
@@ -252,8 +255,8 @@ class DecodeBatch:
         start = int(mask.any(dim=0).nonzero()[0])
         self._mask = mask[:, start:]
         self._positions, self._last = self._positions[index], self._last[index]
-        self._cache = DynamicCache(
-            ddp_cache_data=[(k[index, :, start:], v[index, :, start:]) for k, v in _kv(self._cache)]
+        self._cache = spare_cache(
+            [(k[index, :, start:], v[index, :, start:]) for k, v in _kv(self._cache)]
         )
 
 
@@ -262,7 +265,7 @@ def _prefill_inputs(prompts, hits, pad: int, device):
     padding, its stored prefix (``hits[i]``: length and keys/values), padding, the rest
     of its prompt. Gaps are masked out; positions count real tokens only."""
     width = max(n for n, _ in hits)
-    cache = DynamicCache()
+    cache = spare_cache()
     if width:
         template = next(layers for _, layers in hits if layers is not None)
         blank = [(k[:, :, :0], v[:, :, :0]) for k, v in template]  # a row with no stored prefix
@@ -270,7 +273,7 @@ def _prefill_inputs(prompts, hits, pad: int, device):
             [(_left_pad(k, width), _left_pad(v, width)) for k, v in (layers or blank)]
             for _, layers in hits
         ]
-        cache = DynamicCache(ddp_cache_data=[
+        cache = spare_cache([
             (torch.cat([r[j][0] for r in rows]), torch.cat([r[j][1] for r in rows]))
             for j in range(len(template))
         ])
@@ -296,7 +299,7 @@ def run_batch(model, tokenizer, requests: Sequence[GenRequest]) -> list[GenResul
     return [results[i] for i in range(len(requests))]
 
 
-def _kv(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _kv(cache: Cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
