@@ -156,7 +156,8 @@ async def improve(
             decision = decide(
                 holdout_before=holdout_best.pass_at_1, holdout_after=holdout.pass_at_1,
                 retention_before=_rate(retention_best), retention_after=_rate(retention),
-                margin=config.improve.margin, tolerance=config.improve.tolerance)
+                margin=config.improve.margin, tolerance=config.improve.tolerance,
+                retention_tasks=len(suites.retention) or None)
             registry.set_eval(candidate.name, {
                 "holdout": _eval_entry(holdout, suites.holdout_spec, holdout_best),
                 **({"retention": _eval_entry(retention, suites.retention_spec, retention_best)}

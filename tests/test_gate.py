@@ -54,3 +54,14 @@ def test_a_loss_just_over_the_tolerance_reads_as_more_than_it():
     decision = decide(holdout_before=0.14, holdout_after=0.22, retention_before=21 / 48,
                       retention_after=20 / 48, margin=0.05, tolerance=0.02)
     assert not decision.promote and "(-0.021)" in decision.reason
+
+
+def test_a_refusal_counts_the_tasks_and_flags_a_suite_too_small_for_the_tolerance():
+    decision = decide(holdout_before=0.08, holdout_after=0.36, retention_before=38 / 48,
+                      retention_after=36 / 48, margin=0.05, tolerance=0.02, retention_tasks=48)
+    assert not decision.promote
+    assert "(-0.042: 2 of 48 tasks)" in decision.reason
+    assert "one of 48 tasks is already 0.021: use 50+ retention tasks" in decision.reason
+    roomy = decide(holdout_before=0.08, holdout_after=0.36, retention_before=0.8,
+                   retention_after=0.7, margin=0.05, tolerance=0.02, retention_tasks=100)
+    assert "(-0.100: 10 of 100 tasks)" in roomy.reason and "use " not in roomy.reason
