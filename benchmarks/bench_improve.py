@@ -66,11 +66,25 @@ SETS = {
         {"basic_arithmetic": "rg:basic_arithmetic:min_terms=2:max_terms=2:min_digits=1:max_digits=1"},
         "rg:ransom_note",
     ),
+    # Worked-solution families whose base pass@1 is under 10% and whose operation is one
+    # the model can learn from ~100 rows (the addition benchmark: 0% -> 82%); retention:
+    # one-digit products, which the base model gets ~78% right.
+    "learnable": (
+        {
+            "basic_arithmetic": 'rg:basic_arithmetic:operators=["+"]:min_terms=2:max_terms=2:min_digits=2:max_digits=2',
+            "chain_sum": "rg:chain_sum:min_terms=2:max_terms=2:min_digits=2:max_digits=2",
+            "decimal_chain_sum": "rg:decimal_chain_sum:min_terms=2:max_terms=2:min_digits=1:max_digits=1:min_decimal_places=1:max_decimal_places=1",
+        },
+        "rg:products:min_terms=2:max_terms=2:min_digits=1:max_digits=1",
+    ),
 }
 
 
-def joined(families: dict[str, str], n: int, seed: int) -> str:
-    return "+".join(f"{spec}:n={n}:seed={seed}" for spec in families.values())
+def joined(families: dict[str, str], n: int, seed: int, n_for: dict[str, int] | None = None) -> str:
+    """The families' specs as one suite: ``n`` tasks each (``n_for``: per family)."""
+    n_for = n_for or {}
+    return "+".join(f"{spec}:n={n_for.get(family, n)}:seed={seed}"
+                    for family, spec in families.items())
 
 
 def main() -> None:
@@ -79,6 +93,8 @@ def main() -> None:
     parser.add_argument("--set", choices=sorted(SETS), default="arithmetic",
                         help="which families to improve on (and their retention suite)")
     parser.add_argument("--train-n", type=int, default=32, help="training tasks per family")
+    parser.add_argument("--train-n-for", action="append", default=[], metavar="FAMILY=N",
+                        help="training tasks for one family (repeatable; overrides --train-n)")
     parser.add_argument("--holdout-n", type=int, default=24, help="holdout tasks per family")
     parser.add_argument("--retention-n", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2)
@@ -98,7 +114,8 @@ def main() -> None:
     args = parser.parse_args()
 
     families, retention_spec = SETS[args.set]
-    train = joined(families, args.train_n, 100_000)
+    n_for = {family: int(n) for family, n in (item.split("=") for item in args.train_n_for)}
+    train = joined(families, args.train_n, 100_000, n_for)
     holdout = joined(families, args.holdout_n, 200_000)
     retention = f"{retention_spec}:n={args.retention_n}:seed=300000"
     # Small configs repeat prompts across seeds: train only on prompts no suite evaluates.
