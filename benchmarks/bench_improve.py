@@ -92,6 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--set", choices=sorted(SETS), default="arithmetic",
                         help="which families to improve on (and their retention suite)")
+    parser.add_argument("--only", action="append", default=[], metavar="FAMILY",
+                        help="improve on these families of the set alone (repeatable)")
     parser.add_argument("--train-n", type=int, default=32, help="training tasks per family")
     parser.add_argument("--train-n-for", action="append", default=[], metavar="FAMILY=N",
                         help="training tasks for one family (repeatable; overrides --train-n)")
@@ -108,12 +110,18 @@ def main() -> None:
                         help="reply (reasoning + answer line) or answer (answer line only)")
     parser.add_argument("--reference-hint", default=LoopConfig().reference_hint,
                         help="model, model+answer or answer (no critic/hint-giver calls)")
+    parser.add_argument("--target-modules", default=None,
+                        help="LoRA target modules, comma-separated (default: all linear layers)")
     parser.add_argument("--max-per-family", type=int, default=DistillConfig().max_per_family)
     parser.add_argument("--home", type=Path, default=None,
                         help="keep the data directory here (default: a temporary one)")
     args = parser.parse_args()
 
     families, retention_spec = SETS[args.set]
+    unknown = set(args.only) - set(families)
+    if unknown:
+        parser.error(f"--only {sorted(unknown)}: not in --set {args.set} ({', '.join(families)})")
+    families = {f: spec for f, spec in families.items() if not args.only or f in args.only}
     n_for = {family: int(n) for family, n in (item.split("=") for item in args.train_n_for)}
     train = joined(families, args.train_n, 100_000, n_for)
     holdout = joined(families, args.holdout_n, 200_000)
@@ -133,7 +141,10 @@ def main() -> None:
             loop=LoopConfig(max_attempts=args.attempts, reply_max_tokens=args.reply_tokens,
                             feedback_max_tokens=args.feedback_tokens,
                             reference_hint=args.reference_hint),
-            distill=DistillConfig(train=TrainConfig(epochs=args.epochs, learning_rate=args.lr),
+            distill=DistillConfig(train=TrainConfig(
+                                      epochs=args.epochs, learning_rate=args.lr,
+                                      **({"target_modules": args.target_modules.split(",")}
+                                         if args.target_modules else {})),
                                   completion=args.completion,
                                   max_per_family=args.max_per_family),
             improve=ImproveConfig(rounds=args.rounds))
