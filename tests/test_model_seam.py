@@ -588,6 +588,12 @@ def test_spare_layer_appends_in_place_and_holds_what_concatenation_would():
     spare.crop(-4)
     spare.update(torch.ones(2, 3, 1, 4), torch.ones(2, 3, 1, 4))
     assert spare.get_seq_length() == 276 and torch.equal(spare.keys[:, :, -1], torch.ones(2, 3, 4))
+    before = spare.keys.clone()
+    spare.keep_rows(torch.tensor([1]), 10)  # one row, without its first 10 columns
+    assert torch.equal(spare.keys, before[1:, :, 10:])
+    storage = spare.keys.untyped_storage().data_ptr()
+    spare.update(torch.zeros(1, 3, 1, 4), torch.zeros(1, 3, 1, 4))
+    assert spare.get_seq_length() == 267 and spare.keys.untyped_storage().data_ptr() == storage
 
 
 def test_spare_cache_decodes_exactly_as_the_dynamic_cache(tiny_model_dir):

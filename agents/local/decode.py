@@ -255,9 +255,8 @@ class DecodeBatch:
         start = int(mask.any(dim=0).nonzero()[0])
         self._mask = mask[:, start:]
         self._positions, self._last = self._positions[index], self._last[index]
-        self._cache = spare_cache(
-            [(k[index, :, start:], v[index, :, start:]) for k, v in _kv(self._cache)]
-        )
+        for layer in self._cache.layers:
+            layer.keep_rows(index, start)
 
 
 def _prefill_inputs(prompts, hits, pad: int, device):

@@ -51,8 +51,17 @@ class SpareLayer(DynamicLayer):
         self.values = self._value_buffer[..., :end, :]
         return self.keys, self.values
 
+    def keep_rows(self, index: torch.Tensor, start: int) -> None:
+        """Keep rows ``index`` from column ``start`` on, in one copy that keeps the
+        spare columns (a row leaving the batch must not cost two copies of the cache)."""
+        length = self.keys.shape[-2]
+        self._key_buffer = self._key_buffer[index, :, start:]
+        self._value_buffer = self._value_buffer[index, :, start:]
+        self.keys = self._key_buffer[..., : length - start, :]
+        self.values = self._value_buffer[..., : length - start, :]
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        raise NotImplementedError("select rows by building a new cache with spare_cache")
+        self.keep_rows(indices, 0)
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         raise NotImplementedError("repeat rows by building a new cache with spare_cache")
