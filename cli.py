@@ -258,6 +258,9 @@ def improve(
     holdout: Annotated[str, typer.Option("--holdout", help="Held-out tasks the candidate must improve.")],
     retention: Annotated[Optional[str], typer.Option(
         "--retention", help="Tasks the candidate must not get worse at.")] = None,
+    rehearsal: Annotated[Optional[str], typer.Option(
+        "--rehearsal", help="Tasks of skills to keep: the champion's own right answers to "
+        "them are replayed in training (no prompt may be a holdout or retention prompt).")] = None,
     rounds: Annotated[Optional[int], typer.Option("--rounds")] = None,
     margin: Annotated[Optional[float], typer.Option("--margin", help="Required holdout gain.")] = None,
     tolerance: Annotated[Optional[float], typer.Option(
@@ -276,7 +279,8 @@ def improve(
                            "improve.tolerance": tolerance, "run.concurrency": concurrency})
     suites = Suites(train_spec=spec, train=load_tasks(spec), holdout_spec=holdout,
                     holdout=load_tasks(holdout), retention_spec=retention,
-                    retention=load_tasks(retention) if retention else [])
+                    retention=load_tasks(retention) if retention else [],
+                    rehearsal_spec=rehearsal, rehearsal=load_tasks(rehearsal) if rehearsal else [])
 
     def on_stage(round_no: int, what: str) -> None:
         label = f"round {round_no}: " if round_no else ""
@@ -296,12 +300,16 @@ def _print_improve_report(report) -> None:
         return "-" if value is None else f"{value:.2f}"
 
     table = Table(title="improve")
-    for column in ("round", "train solved", "holdout before", "holdout after",
-                   "retention before", "retention after", "adapter", "decision"):
+    rehearsed = any(r.rehearsal_total for r in report.rounds)
+    for column in ("round", "train solved", *(["rehearsal kept"] if rehearsed else []),
+                   "holdout before", "holdout after", "retention before", "retention after",
+                   "adapter", "decision"):
         table.add_column(column)
     for r in report.rounds:
         decision = "[green]promoted[/]" if r.promoted else "[yellow]kept champion[/]"
-        table.add_row(str(r.round), f"{r.train_solved}/{r.train_total}", rate(r.holdout_before),
+        kept = [f"{r.rehearsal_kept}/{r.rehearsal_total}" if r.rehearsal_total else "-"]
+        table.add_row(str(r.round), f"{r.train_solved}/{r.train_total}",
+                      *(kept if rehearsed else []), rate(r.holdout_before),
                       rate(r.holdout_after), rate(r.retention_before), rate(r.retention_after),
                       r.adapter or "-", decision)
     out.print(table)

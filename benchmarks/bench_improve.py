@@ -77,6 +77,19 @@ SETS = {
         },
         "rg:products:min_terms=2:max_terms=2:min_digits=1:max_digits=1",
     ),
+    # The same families; retention (and rehearsal) adds a family unlike the trained ones,
+    # ransom_note (True/False, base ~44%), to see what training does to a distant skill.
+    "learnable-wide": (
+        {
+            "basic_arithmetic": 'rg:basic_arithmetic:operators=["+"]:min_terms=2:max_terms=2:min_digits=2:max_digits=2',
+            "chain_sum": "rg:chain_sum:min_terms=2:max_terms=2:min_digits=2:max_digits=2",
+            "decimal_chain_sum": "rg:decimal_chain_sum:min_terms=2:max_terms=2:min_digits=1:max_digits=1:min_decimal_places=1:max_decimal_places=1",
+        },
+        {
+            "products": "rg:products:min_terms=2:max_terms=2:min_digits=1:max_digits=1",
+            "ransom_note": "rg:ransom_note",
+        },
+    ),
 }
 
 
@@ -98,7 +111,10 @@ def main() -> None:
     parser.add_argument("--train-n-for", action="append", default=[], metavar="FAMILY=N",
                         help="training tasks for one family (repeatable; overrides --train-n)")
     parser.add_argument("--holdout-n", type=int, default=24, help="holdout tasks per family")
-    parser.add_argument("--retention-n", type=int, default=24)
+    parser.add_argument("--retention-n", type=int, default=24, help="retention tasks per family")
+    parser.add_argument("--rehearsal-n", type=int, default=0,
+                        help="rehearsal tasks per retention family (other seeds): the "
+                             "champion's own right answers are replayed in training")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--reply-tokens", type=int, default=96)
@@ -110,6 +126,7 @@ def main() -> None:
                         help="reply (reasoning + answer line) or answer (answer line only)")
     parser.add_argument("--reference-hint", default=LoopConfig().reference_hint,
                         help="model, model+answer or answer (no critic/hint-giver calls)")
+    parser.add_argument("--lora-dropout", type=float, default=TrainConfig().lora_dropout)
     parser.add_argument("--target-modules", default=None,
                         help="LoRA target modules, comma-separated (default: all linear layers)")
     parser.add_argument("--max-per-family", type=int, default=DistillConfig().max_per_family)
@@ -117,7 +134,8 @@ def main() -> None:
                         help="keep the data directory here (default: a temporary one)")
     args = parser.parse_args()
 
-    families, retention_spec = SETS[args.set]
+    families, retained = SETS[args.set]
+    retained = retained if isinstance(retained, dict) else {"retention": retained}
     unknown = set(args.only) - set(families)
     if unknown:
         parser.error(f"--only {sorted(unknown)}: not in --set {args.set} ({', '.join(families)})")
@@ -125,15 +143,22 @@ def main() -> None:
     n_for = {family: int(n) for family, n in (item.split("=") for item in args.train_n_for)}
     train = joined(families, args.train_n, 100_000, n_for)
     holdout = joined(families, args.holdout_n, 200_000)
-    retention = f"{retention_spec}:n={args.retention_n}:seed=300000"
+    retention = joined(retained, args.retention_n, 300_000)
+    rehearsal = joined(retained, args.rehearsal_n, 400_000) if args.rehearsal_n else None
     # Small configs repeat prompts across seeds: train only on prompts no suite evaluates.
     evaluated = prompt_hashes([*load_tasks(holdout), *load_tasks(retention)])
-    train_tasks = [t for t in load_tasks(train) if prompt_hash(t.prompt) not in evaluated]
-    print(f"{len(load_tasks(train)) - len(train_tasks)} training tasks dropped: their prompt is "
-          "also an evaluation prompt", file=sys.stderr)
-    suites = Suites(train_spec=train, train=train_tasks, holdout_spec=holdout,
+
+    def unevaluated(spec: str, what: str) -> list:
+        tasks = load_tasks(spec)
+        kept = [t for t in tasks if prompt_hash(t.prompt) not in evaluated]
+        print(f"{len(tasks) - len(kept)} {what} tasks dropped: their prompt is also an "
+              "evaluation prompt", file=sys.stderr)
+        return kept
+
+    suites = Suites(train_spec=train, train=unevaluated(train, "training"), holdout_spec=holdout,
                     holdout=load_tasks(holdout), retention_spec=retention,
-                    retention=load_tasks(retention))
+                    retention=load_tasks(retention), rehearsal_spec=rehearsal,
+                    rehearsal=unevaluated(rehearsal, "rehearsal") if rehearsal else [])
     with tempfile.TemporaryDirectory() as scratch:
         home = args.home or Path(scratch)
         config = Config(
@@ -143,6 +168,7 @@ def main() -> None:
                             reference_hint=args.reference_hint),
             distill=DistillConfig(train=TrainConfig(
                                       epochs=args.epochs, learning_rate=args.lr,
+                                      lora_dropout=args.lora_dropout,
                                       **({"target_modules": args.target_modules.split(",")}
                                          if args.target_modules else {})),
                                   completion=args.completion,
@@ -162,9 +188,12 @@ def main() -> None:
     for r in report.rounds:
         evaluation = manifests[r.adapter].evaluation if r.adapter else {}
         holdout_eval = evaluation.get("holdout", {})
+        retention_eval = evaluation.get("retention", {})
         rounds.append({**r.model_dump(mode="json"),
                        "holdout_per_family_before": holdout_eval.get("incumbent_per_family"),
                        "holdout_per_family_after": holdout_eval.get("per_family"),
+                       "retention_per_family_before": retention_eval.get("incumbent_per_family"),
+                       "retention_per_family_after": retention_eval.get("per_family"),
                        "train_rows": manifests[r.adapter].dataset.rows if r.adapter else 0,
                        "tokens_per_s": manifests[r.adapter].tokens_per_s if r.adapter else None})
     result = {"args": vars(args), "rounds": rounds, "promoted_any": report.promoted_any,
@@ -179,14 +208,15 @@ def main() -> None:
             print(f"| {r['round']} | {family} | {before.get(family, float('nan')):.2f} | "
                   f"{after.get(family, float('nan')):.2f} | "
                   f"{'promoted' if r['promoted'] else 'kept'} |", file=sys.stderr)
-    print("\n| round | train solved | rows | retention before | retention after | collect s | "
-          "distill s | eval s |", file=sys.stderr)
-    print("|---|---|---|---|---|---|---|---|", file=sys.stderr)
+    print("\n| round | train solved | rehearsal kept | rows | retention before | retention after "
+          "| collect s | rehearse s | distill s | eval s |", file=sys.stderr)
+    print("|---|---|---|---|---|---|---|---|---|---|", file=sys.stderr)
     for r in rounds:
         sec = r["seconds"]
-        print(f"| {r['round']} | {r['train_solved']}/{r['train_total']} | {r['train_rows']} | "
+        print(f"| {r['round']} | {r['train_solved']}/{r['train_total']} | "
+              f"{r['rehearsal_kept']}/{r['rehearsal_total']} | {r['train_rows']} | "
               f"{r['retention_before']} | {r['retention_after']} | {sec.get('collect')} | "
-              f"{sec.get('distill')} | {sec.get('eval')} |", file=sys.stderr)
+              f"{sec.get('rehearse')} | {sec.get('distill')} | {sec.get('eval')} |", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ One round:
    (the hint-giver sees the reference answer or tests) and the current champion, so
    the model solves, with help, tasks it fails alone. The run is an ordinary run in the
    trajectory store (``selftaught runs list`` shows it; ``run --resume`` continues it).
+   With a rehearsal suite, the champion then answers its tasks alone (one greedy
+   attempt, no hints, like ``eval``): the ones it gets right are replayed in training,
+   so the candidate keeps what the model already knew (training on one family's
+   worked lines otherwise overwrites neighbouring facts: benchmarks/RESULTS.md).
 2. **distill**: train a fresh LoRA adapter on the base model from the verified
    trajectories of every round so far (evaluation prompts only: no hints in them).
 3. **gate**: pass@1 of the candidate and of the champion (the base model while there
@@ -31,7 +35,7 @@ from memory.records import RunRecord, Task
 from memory.store import TrajectoryStore, open_store
 from orchestrator.config import Config, with_overrides
 from orchestrator.distill import distill, trainable_base
-from orchestrator.evaluate import EvalResult, evaluate
+from orchestrator.evaluate import EvalResult, eval_config, evaluate
 from orchestrator.gate import decide
 from orchestrator.runner import RoleModels, build_models, execute_run, new_run_id, run_settings
 
@@ -54,8 +58,11 @@ class RoundReport(BaseModel):
     reason: str
     train_total: int
     collect_run_id: str
+    rehearsal_kept: int | None = None
+    """Rehearsal tasks the champion answered right alone (replayed in training)."""
+    rehearsal_total: int | None = None
     seconds: dict[str, float] = Field(default_factory=dict)
-    """Wall seconds per stage: collect, distill, eval."""
+    """Wall seconds per stage: collect, rehearse (with a rehearsal suite), distill, eval."""
 
 
 class ImproveReport(BaseModel):
@@ -66,7 +73,7 @@ class ImproveReport(BaseModel):
 
 
 class Suites(BaseModel):
-    """The three task sets of an improve cycle, with the specs they came from."""
+    """The task sets of an improve cycle, with the specs they came from."""
 
     train_spec: str
     train: list[Task]
@@ -74,19 +81,23 @@ class Suites(BaseModel):
     holdout: list[Task]
     retention_spec: str | None = None
     retention: list[Task] = Field(default_factory=list)
+    rehearsal_spec: str | None = None
+    rehearsal: list[Task] = Field(default_factory=list)
+    """Tasks of families the model already handles, replayed when it answers them right."""
 
 
 def check_suites(suites: Suites) -> None:
-    """``ConfigError`` when a training prompt is also an evaluation prompt, or the
-    holdout is empty: the gate would be meaningless."""
+    """``ConfigError`` when a training or rehearsal prompt is also an evaluation prompt,
+    or the holdout is empty: the gate would be meaningless."""
     if not suites.holdout:
         raise ConfigError(f"--holdout {suites.holdout_spec} has no tasks; give a holdout suite")
     hashes = prompt_hashes([*suites.holdout, *suites.retention])
-    leaked = [t.id for t in suites.train if prompt_hash(t.prompt) in hashes]
+    leaked = [t.id for t in [*suites.train, *suites.rehearsal] if prompt_hash(t.prompt) in hashes]
     if leaked:
         shown = ", ".join(leaked[:10]) + (f", ... ({len(leaked) - 10} more)" if len(leaked) > 10 else "")
         raise ConfigError(
-            f"{len(leaked)} training task(s) have the same prompt as a holdout or retention task "
+            f"{len(leaked)} training or rehearsal task(s) have the same prompt as a holdout or "
+            f"retention task "
             f"({shown}): training on them would make the gate meaningless. Use training and "
             "evaluation suites that do not overlap (small reasoning-gym configs repeat prompts; "
             "item i of seed S is item 0 of seed S+i, so use seeds far apart) or a JSONL file "
@@ -120,6 +131,7 @@ async def improve(
     retention_best = await score(suites.retention, suites.retention_spec, "champion")
     assert holdout_best is not None  # check_suites: the holdout is never empty
     collect_runs: list[str] = []
+    rehearsal_runs: list[str] = []
     reports: list[RoundReport] = []
     store = open_store(config.home)
     try:
@@ -142,9 +154,20 @@ async def improve(
                     reason="no training task was solved, so there is nothing to distill",
                     seconds=_rounded(seconds)))
                 continue
+            rehearsed: dict[str, int] = {}
+            if suites.rehearsal:
+                note(number, "rehearsing: the champion answers the rehearsal tasks alone")
+                started = time.monotonic()
+                rehearsal = await _rehearse(config, suites, store, models)
+                rehearsal_runs.append(rehearsal.run_id)
+                rehearsed = {"rehearsal_kept": store.run_summary(rehearsal.run_id).solved,
+                             "rehearsal_total": len(suites.rehearsal)}
+                seconds["rehearse"] = time.monotonic() - started
             note(number, "distilling")
             started = time.monotonic()
-            candidate = distill(config, trajectories, exclude=[*suites.holdout, *suites.retention])
+            replayed = [t for r in rehearsal_runs for t in store.trajectories(run_id=r)]
+            candidate = distill(config, [*trajectories, *replayed],
+                                exclude=[*suites.holdout, *suites.retention])
             seconds["distill"] = time.monotonic() - started
 
             note(number, f"evaluating candidate {candidate.name}")
@@ -164,7 +187,8 @@ async def improve(
                    if retention is not None else {}),
                 "gate": {**decision.model_dump(), "margin": config.improve.margin,
                          "tolerance": config.improve.tolerance,
-                         "collect_runs": list(collect_runs)},
+                         "collect_runs": list(collect_runs),
+                         "rehearsal_runs": list(rehearsal_runs)},
             })
             if decision.promote:
                 registry.promote(candidate.name)
@@ -173,7 +197,7 @@ async def improve(
                 holdout_before=holdout_best.pass_at_1, holdout_after=holdout.pass_at_1,
                 retention_before=_rate(retention_best), retention_after=_rate(retention),
                 promoted=decision.promote, adapter=candidate.name, reason=decision.reason,
-                collect_run_id=run.run_id, seconds=_rounded(seconds)))
+                collect_run_id=run.run_id, seconds=_rounded(seconds), **rehearsed))
             if decision.promote:
                 holdout_best, retention_best = holdout, retention
     finally:
@@ -190,6 +214,17 @@ async def _collect(config: Config, suites: Suites, store: TrajectoryStore, model
                     settings=run_settings(cfg), total=len(suites.train))
     store.create_run(run)
     await execute_run(cfg, suites.train, store, run, models=models)
+    return run
+
+
+async def _rehearse(config: Config, suites: Suites, store: TrajectoryStore, models: RoleModels) -> RunRecord:
+    """One attempt per rehearsal task by the champion alone (``eval``'s settings), stored
+    as a run in the trajectory store so that its verified answers become training rows."""
+    cfg = eval_config(config, "champion")
+    run = RunRecord(run_id=f"rehearse-{new_run_id()}", tasks_spec=suites.rehearsal_spec or "",
+                    settings=run_settings(cfg), total=len(suites.rehearsal))
+    store.create_run(run)
+    await execute_run(cfg, suites.rehearsal, store, run, models=models)
     return run
 
 

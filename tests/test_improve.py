@@ -136,6 +136,36 @@ async def test_a_candidate_that_forgets_the_retention_suite_is_not_promoted(tmp_
     assert manifest.status == "candidate" and manifest.evaluation["gate"]["promote"] is False
 
 
+async def test_rehearsal_replays_what_the_champion_gets_right_alone(tmp_path, tiny_base):
+    cfg = config(tmp_path, tiny_base, rounds=1)
+    models, _ = roles(student(learned={"add"}))
+    # Four tasks the student answers right alone, one it gets wrong alone (and is never
+    # hinted on: rehearsal is one attempt without help).
+    rehearsal = [mul_task(i) for i in range(10, 14)] + [add_task(40)]
+    report = await improve(cfg, suites().model_copy(update={
+        "rehearsal_spec": "rehearsal", "rehearsal": rehearsal}), models=models)
+
+    [only] = report.rounds
+    assert (only.rehearsal_kept, only.rehearsal_total) == (4, 5)
+    assert set(only.seconds) == {"collect", "rehearse", "distill", "eval"}
+    manifest = AdapterRegistry(cfg.home).get("a0001")
+    assert manifest.dataset.counts_per_family == {"add": 6, "mul": 4}
+    [rehearsal_run] = manifest.evaluation["gate"]["rehearsal_runs"]
+    with open_store(cfg.home) as store:
+        replayed = store.trajectories(run_id=rehearsal_run)
+    assert len(replayed) == 5
+    assert all(len(t.attempts) == 1 and t.hint_policy == "none" for t in replayed)
+    rows = [json.loads(line) for line in open(manifest.dataset.path)]
+    assert {r["task_id"] for r in rows if r["family"] == "mul"} == {f"mul/{i}" for i in range(10, 14)}
+
+    # A rehearsal task that is a retention task is refused before any model call.
+    models, _ = roles(student(learned={"add"}))
+    leaky = suites().model_copy(update={"rehearsal_spec": "r", "rehearsal": [mul_task(1)]})
+    with pytest.raises(ConfigError, match=r"rehearsal task.*\(mul/1\)"):
+        await improve(cfg, leaky, models=models)
+    assert models.generator.calls == []
+
+
 async def test_nothing_solved_means_nothing_trained(tmp_path, tiny_base):
     cfg = config(tmp_path, tiny_base, rounds=1)
     never = ScriptedChatModel(lambda messages, params: "Answer: no idea", model_id="fake/lost")
@@ -217,3 +247,28 @@ def test_scratch_of_a_killed_distill_is_swept_and_live_ones_are_kept(tmp_path):
         (directory / "adapter").mkdir(parents=True)
     assert sweep_scratch(tmp_path) == [dead]
     assert not dead.exists() and live.is_dir() and unknown.is_dir()
+
+
+def test_the_round_table_shows_rehearsal_only_when_there_was_one(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import cli as cli_module
+    from orchestrator.improve import ImproveReport, RoundReport
+
+    def printed(**rehearsal) -> str:
+        buffer = io.StringIO()
+        monkeypatch.setattr(cli_module, "out", Console(file=buffer, width=200))
+        round_ = RoundReport(round=1, train_solved=266, train_total=509, holdout_before=0.12,
+                             holdout_after=0.38, retention_before=0.8, retention_after=0.9,
+                             promoted=True, adapter="a0001", reason="holdout +0.264",
+                             collect_run_id="improve-x", **rehearsal)
+        cli_module._print_improve_report(ImproveReport(rounds=[round_], promoted_any=True,
+                                                       champion="a0001"))
+        return buffer.getvalue()
+
+    with_rehearsal = printed(rehearsal_kept=33, rehearsal_total=46)
+    assert "rehearsal kept" in with_rehearsal and "33/46" in with_rehearsal
+    assert "266/509" in with_rehearsal and "champion: a0001" in with_rehearsal
+    assert "rehearsal" not in printed()

@@ -35,7 +35,8 @@ def test_one_improve_round_with_the_embedded_model(tmp_path: Path) -> None:
     (tmp_path / "selftaught.toml").write_text(CONFIG)
     result = cli("improve", f"rg:basic_arithmetic:seed=1000:n=8:{ARITH}",
                  "--holdout", f"rg:basic_arithmetic:seed=2000:n=4:{ARITH}",
-                 "--retention", "rg:gcd:seed=3000:n=3:max_value=20", "--json",
+                 "--retention", "rg:gcd:seed=3000:n=3:max_value=20",
+                 "--rehearsal", f"rg:products:seed=4000:n=4:{ARITH}", "--json",
                  cwd=tmp_path, timeout_s=900)
     assert result.returncode in (0, 1), result.stderr[-3000:]
     report = json.loads(result.stdout)  # one JSON object, nothing else on stdout
@@ -54,8 +55,14 @@ def test_one_improve_round_with_the_embedded_model(tmp_path: Path) -> None:
     assert manifest.method == "sft" and manifest.train_loss is not None
     assert manifest.hyper["max_steps"] == 4
     assert manifest.dataset.rows == manifest.dataset.sft_rows >= 1
-    assert set(manifest.dataset.counts_per_family) == {"basic_arithmetic"}
-    assert manifest.dataset.rows <= round_["train_solved"]
+    # Rehearsal: the base model answered one-digit products alone (it gets most of them
+    # right), and those it got right joined the training data.
+    assert round_["rehearsal_total"] == 4 and 1 <= round_["rehearsal_kept"] <= 4
+    assert "round 1: rehearsing" in result.stderr
+    counts = manifest.dataset.counts_per_family
+    assert set(counts) == {"basic_arithmetic", "products"}
+    assert 1 <= counts["products"] <= round_["rehearsal_kept"]
+    assert counts["basic_arithmetic"] <= round_["train_solved"]
     adapter_dir = registry.path("a0001")
     assert (adapter_dir / "adapter_model.safetensors").stat().st_size > 0
     on_disk = json.loads((adapter_dir / "manifest.json").read_text())
