@@ -31,6 +31,13 @@ from orchestrator.config import (  # noqa: E402
 from orchestrator.improve import Suites, improve  # noqa: E402
 from orchestrator.suites import load_tasks, pin_hash_seed  # noqa: E402
 
+LEARNABLE = {
+    "basic_arithmetic": 'rg:basic_arithmetic:operators=["+"]:min_terms=2:max_terms=2:min_digits=2:max_digits=2',
+    "chain_sum": "rg:chain_sum:min_terms=2:max_terms=2:min_digits=2:max_digits=2",
+    "decimal_chain_sum": "rg:decimal_chain_sum:min_terms=2:max_terms=2:min_digits=1:max_digits=1:min_decimal_places=1:max_decimal_places=1",
+}
+ONE_DIGIT_PRODUCTS = "rg:products:min_terms=2:max_terms=2:min_digits=1:max_digits=1"
+
 SETS = {
     # Families that need arithmetic the 135M model cannot do alone; retention: 2-digit sums.
     "arithmetic": (
@@ -69,27 +76,10 @@ SETS = {
     # Worked-solution families whose base pass@1 is under 10% and whose operation is one
     # the model can learn from ~100 rows (the addition benchmark: 0% -> 82%); retention:
     # one-digit products, which the base model gets ~78% right.
-    "learnable": (
-        {
-            "basic_arithmetic": 'rg:basic_arithmetic:operators=["+"]:min_terms=2:max_terms=2:min_digits=2:max_digits=2',
-            "chain_sum": "rg:chain_sum:min_terms=2:max_terms=2:min_digits=2:max_digits=2",
-            "decimal_chain_sum": "rg:decimal_chain_sum:min_terms=2:max_terms=2:min_digits=1:max_digits=1:min_decimal_places=1:max_decimal_places=1",
-        },
-        "rg:products:min_terms=2:max_terms=2:min_digits=1:max_digits=1",
-    ),
+    "learnable": (LEARNABLE, ONE_DIGIT_PRODUCTS),
     # The same families; retention (and rehearsal) adds a family unlike the trained ones,
     # ransom_note (True/False, base ~44%), to see what training does to a distant skill.
-    "learnable-wide": (
-        {
-            "basic_arithmetic": 'rg:basic_arithmetic:operators=["+"]:min_terms=2:max_terms=2:min_digits=2:max_digits=2',
-            "chain_sum": "rg:chain_sum:min_terms=2:max_terms=2:min_digits=2:max_digits=2",
-            "decimal_chain_sum": "rg:decimal_chain_sum:min_terms=2:max_terms=2:min_digits=1:max_digits=1:min_decimal_places=1:max_decimal_places=1",
-        },
-        {
-            "products": "rg:products:min_terms=2:max_terms=2:min_digits=1:max_digits=1",
-            "ransom_note": "rg:ransom_note",
-        },
-    ),
+    "learnable-wide": (LEARNABLE, {"products": ONE_DIGIT_PRODUCTS, "ransom_note": "rg:ransom_note"}),
 }
 
 
