@@ -5,8 +5,9 @@ concurrency analysis in RESULTS.md.
 
 Prefill ms per prompt token (one 60-token prompt, 16 of them together), decode ms per
 step at 1, 16 and 32 rows (cache of 64 and 256 tokens) with transformers' ``DynamicCache``
-and with the engine's in-place ``spare_cache`` (alternating, so drift hits both), and peft's per-use cost of its
-``disable_adapter()`` context with one LoRA adapter loaded. fp32, torch's default threads.
+and with the engine's in-place ``spare_cache`` (alternating, so drift hits both), and
+peft's per-use cost of its ``disable_adapter()`` context with one LoRA adapter loaded.
+fp32, torch's default threads.
 """
 
 from __future__ import annotations
