@@ -36,6 +36,9 @@ err = Console(stderr=True)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="A selftaught.toml to use.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+StartOpt = Annotated[Optional[str], typer.Option(
+    "--start", help="base|champion: train a new adapter on the base model, or continue training "
+    "the champion's (distill.start).")]
 
 
 def app() -> None:
@@ -226,6 +229,7 @@ def distill(
     holdout: Annotated[Optional[str], typer.Option(
         "--holdout", help="Evaluation tasks that must not be trained on (refused if present).")] = None,
     epochs: Annotated[Optional[float], typer.Option("--epochs")] = None,
+    start: StartOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -235,7 +239,8 @@ def distill(
     from orchestrator.distill import distill as run_distill
     from orchestrator.suites import load_tasks
 
-    cfg = _config(config, {"distill.method": method, "distill.train.epochs": epochs})
+    cfg = _config(config, {"distill.method": method, "distill.train.epochs": epochs,
+                           "distill.start": start})
     exclude = load_tasks(holdout) if holdout else []
     with open_store(cfg.home) as store:
         trajectories = collect_trajectories(store, run_ids)
@@ -245,8 +250,9 @@ def distill(
         return
     data = manifest.dataset
     families = ", ".join(f"{f} {n}" for f, n in sorted(data.counts_per_family.items())) if data else ""
-    out.print(f"adapter {manifest.name} (candidate): {manifest.method} on {data.rows if data else 0} "
-              f"examples ({families}); loss {manifest.train_loss:.3f}, "
+    origin = f", continuing {manifest.started_from}" if manifest.started_from else ""
+    out.print(f"adapter {manifest.name} (candidate): {manifest.method}{origin} on "
+              f"{data.rows if data else 0} examples ({families}); loss {manifest.train_loss:.3f}, "
               f"{manifest.tokens_per_s:.0f} tokens/s, {manifest.train_seconds:.0f}s", highlight=False)
     out.print(f"next: selftaught eval TASKS --adapter {manifest.name}; "
               f"selftaught adapters promote {manifest.name}", highlight=False)
@@ -266,6 +272,7 @@ def improve(
     tolerance: Annotated[Optional[float], typer.Option(
         "--tolerance", help="Allowed retention loss.")] = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency")] = None,
+    start: StartOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -276,7 +283,8 @@ def improve(
     from orchestrator.suites import load_tasks
 
     cfg = _config(config, {"improve.rounds": rounds, "improve.margin": margin,
-                           "improve.tolerance": tolerance, "run.concurrency": concurrency})
+                           "improve.tolerance": tolerance, "run.concurrency": concurrency,
+                           "distill.start": start})
     suites = Suites(train_spec=spec, train=load_tasks(spec), holdout_spec=holdout,
                     holdout=load_tasks(holdout), retention_spec=retention,
                     retention=load_tasks(retention) if retention else [],

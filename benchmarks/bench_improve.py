@@ -120,6 +120,8 @@ def main() -> None:
     parser.add_argument("--target-modules", default=None,
                         help="LoRA target modules, comma-separated (default: all linear layers)")
     parser.add_argument("--max-per-family", type=int, default=DistillConfig().max_per_family)
+    parser.add_argument("--start", default=DistillConfig().start, choices=["base", "champion"],
+                        help="distill.start: each round trains a new adapter, or continues the champion's")
     parser.add_argument("--home", type=Path, default=None,
                         help="keep the data directory here (default: a temporary one)")
     args = parser.parse_args()
@@ -161,7 +163,7 @@ def main() -> None:
                                       lora_dropout=args.lora_dropout,
                                       **({"target_modules": args.target_modules.split(",")}
                                          if args.target_modules else {})),
-                                  completion=args.completion,
+                                  completion=args.completion, start=args.start,
                                   max_per_family=args.max_per_family),
             improve=ImproveConfig(rounds=args.rounds))
         started = time.monotonic()

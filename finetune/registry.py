@@ -68,6 +68,8 @@ class AdapterManifest(BaseModel):
     """The training data: file hash, trajectory ids, counts per family."""
     hyper: dict[str, Any] = Field(default_factory=dict)
     """Training hyper-parameters (``TrainConfig`` as a dict)."""
+    started_from: str | None = None
+    """The adapter whose weights training continued (None: a new adapter on the base)."""
     train_loss: float | None = None
     tokens_per_s: float | None = None
     train_seconds: float | None = None
@@ -82,12 +84,14 @@ class AdapterManifest(BaseModel):
 
     @classmethod
     def from_training(
-        cls, name: str, base_model: str, dataset: DatasetManifest | None, result: Any
+        cls, name: str, base_model: str, dataset: DatasetManifest | None, result: Any,
+        started_from: str | None = None,
     ) -> AdapterManifest:
         """A candidate's manifest from a ``finetune.train.TrainResult``."""
         return cls(
             name=name, base_model=base_model, method=result.method, dataset=dataset,
-            hyper=result.hyper.model_dump(mode="json"), train_loss=result.loss,
+            hyper=result.hyper.model_dump(mode="json"), started_from=started_from,
+            train_loss=result.loss,
             tokens_per_s=result.tokens_per_s, train_seconds=result.seconds,
         )
 

@@ -77,19 +77,31 @@ def _checkpointing(enabled: bool) -> dict:
     return {"gradient_checkpointing": enabled}
 
 
-def train_sft(base_dir, rows, save_dir, hyper, device, bf16, callbacks) -> StageResult:
-    """LoRA SFT on prompt-completion ``rows``; the loss covers the completions only."""
+def _start(model, hyper: TrainConfig, start_from: Path | None):
+    """(model, peft_config) for a trainer: a new LoRA adapter from ``hyper``, or the
+    adapter at ``start_from`` loaded trainable (its own LoRA settings apply)."""
+    if start_from is None:
+        return model, _lora_config(hyper)
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(start_from), is_trainable=True), None
+
+
+def train_sft(base_dir, rows, save_dir, hyper, device, bf16, callbacks, start_from=None) -> StageResult:
+    """LoRA SFT on prompt-completion ``rows``; the loss covers the completions only. A new
+    adapter, or, with ``start_from`` (an adapter directory), that adapter trained further."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     model, tokenizer = _load(base_dir, bf16)
+    model, peft_config = _start(model, hyper, start_from)
     args = SFTConfig(
         **_trainer_args(hyper, save_dir.parent / "work-sft", device, bf16, hyper.learning_rate),
         completion_only_loss=True,  # TRL's default for prompt-completion; stated, not assumed
     )
     trainer = _lean_sft_trainer(SFTTrainer)(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-        peft_config=_lora_config(hyper), callbacks=list(callbacks),
+        peft_config=peft_config, callbacks=list(callbacks),
     )
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     return run_stage("sft", trainer, save_dir, tokens)
@@ -123,14 +135,9 @@ def train_dpo(base_dir, rows, save_dir, hyper, device, bf16, callbacks, start_fr
     from trl import DPOConfig, DPOTrainer
 
     model, tokenizer = _load(base_dir, bf16)
-    peft_config = _lora_config(hyper)
-    if start_from is not None:
-        from peft import PeftModel
-
-        # DPOTrainer copies this adapter into a frozen "ref" adapter: the SFT model is
-        # both the starting point and the reference.
-        model = PeftModel.from_pretrained(model, str(start_from), is_trainable=True)
-        peft_config = None
+    # From an adapter, DPOTrainer copies it into a frozen "ref" adapter: the SFT model is
+    # both the starting point and the reference.
+    model, peft_config = _start(model, hyper, start_from)
     args = DPOConfig(
         **_trainer_args(hyper, save_dir.parent / "work-dpo", device, bf16, hyper.dpo_learning_rate),
         beta=hyper.dpo_beta,

@@ -216,6 +216,7 @@ def train_lora(
     method: Method = "sft",
     hyper: TrainConfig | None = None,
     callbacks: Sequence[Any] = (),
+    init_adapter: str | Path | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``base`` (a model directory or ``local/...`` id) from the
     JSONL rows at ``dataset_path`` and leave it at ``out_dir`` (which must not exist).
@@ -223,8 +224,11 @@ def train_lora(
     ``sft`` trains on prompt-completion rows (or, when the file has only pairs, on each
     pair's prompt and chosen reply); ``dpo`` on preference pairs; ``sft+dpo`` does SFT,
     then DPO from the SFT adapter. ``callbacks`` are ``transformers.TrainerCallback``s
-    added to every trainer. Raises ``ConfigError`` for a bad method, base, dataset or an
-    existing ``out_dir``; on any exception or Ctrl-C nothing is left at ``out_dir``.
+    added to every trainer. ``init_adapter``, a PEFT adapter directory for ``base``, is
+    where training starts instead of a new adapter (its LoRA rank, alpha and modules
+    apply; the directory is only read). Raises ``ConfigError`` for a bad method, base,
+    dataset, init adapter or an existing ``out_dir``; on any exception or Ctrl-C nothing
+    is left at ``out_dir``.
     """
     hyper = hyper or TrainConfig()
     if method not in METHODS:
@@ -234,6 +238,9 @@ def train_lora(
     if out_dir.exists():
         raise ConfigError(f"{out_dir} already exists; choose another adapter name or remove it")
     sft, dpo = split_rows(read_dataset(dataset_path), method)
+    if init_adapter is not None and not (Path(init_adapter) / "adapter_config.json").is_file():
+        raise ConfigError(f"{init_adapter} is not a PEFT adapter directory (no adapter_config.json); "
+                          "name an adapter that training saved")
     _stay_offline()
 
     from accelerate import PartialState
@@ -252,11 +259,11 @@ def train_lora(
     try:
         # Trainer logs go through tqdm.write (stdout); keep stdout for callers' results.
         with contextlib.redirect_stdout(sys.stderr):
-            start_from = None
+            start_from = Path(init_adapter) if init_adapter is not None else None
             if sft:
-                stages.append(
-                    train_sft(base_dir, sft, partial / "sft", hyper, device, bf16, callbacks)
-                )
+                stages.append(train_sft(
+                    base_dir, sft, partial / "sft", hyper, device, bf16, callbacks, start_from
+                ))
                 start_from = partial / "sft"
             if dpo:
                 stages.append(train_dpo(
@@ -264,6 +271,7 @@ def train_lora(
                 ))
                 start_from = partial / "dpo"
         if state.is_main_process:
+            # The last stage's output (split_rows guarantees one ran): never init_adapter.
             os.rename(start_from, out_dir)  # same parent: atomic; the adapter appears whole
         state.wait_for_everyone()
     finally:

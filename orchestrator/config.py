@@ -108,6 +108,10 @@ class DistillConfig(_Section):
     answer line), the answer line alone, or (``worked``) the task's worked solution and
     the answer line. A small model's reasoning after a revealed reference is often a
     rationalization not worth learning (benchmarks/RESULTS.md, issue 4)."""
+    start: Literal["base", "champion"] = "base"
+    """Where a new adapter's training starts: a new LoRA adapter on the base model, or
+    the champion's adapter trained further (so ``improve`` rounds build on each other;
+    the champion's LoRA rank, alpha and modules apply). ``base`` when there is no champion."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """LoRA and optimizer settings."""
 

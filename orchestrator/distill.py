@@ -65,9 +65,13 @@ def distill(
     ``trajectories`` and add it to the registry as a candidate named ``name`` (default:
     the next free ``aNNNN``).
 
+    With ``distill.start = "champion"`` and a champion, training continues the
+    champion's adapter (which stays as it was) instead of starting a new one.
+
     ``exclude`` are evaluation tasks: a training prompt equal to one of theirs is
     refused (``ConfigError`` naming the overlap). Also ``ConfigError``: a generator
-    that is not a local model, a name already taken, no verified trajectory."""
+    that is not a local model, a name already taken, no verified trajectory, a
+    champion to start from that belongs to another base model."""
     base_model = trainable_base(config)
     method = method or config.distill.method
     registry = AdapterRegistry(config.home)
@@ -75,6 +79,7 @@ def distill(
     check_name(name)
     if name in {m.name for m in registry.list()}:
         raise ConfigError(f"adapter {name} already exists; pick another --name")
+    start = _start_adapter(config, registry, base_model)
     rows = build_rows(trajectories, method, eval_hashes=prompt_hashes(exclude),
                       max_per_family=config.distill.max_per_family,
                       seed=config.distill.train.seed,
@@ -94,11 +99,25 @@ def distill(
                                  dir=registry.root))
     try:
         result = train_lora(base_model, dataset.path, work / "adapter", method=method,
-                            hyper=config.distill.train, callbacks=callbacks)
-        manifest = AdapterManifest.from_training(name, base_model, dataset, result)
+                            hyper=config.distill.train, callbacks=callbacks,
+                            init_adapter=registry.path(start) if start else None)
+        manifest = AdapterManifest.from_training(name, base_model, dataset, result, started_from=start)
         return registry.add(name, result.adapter_dir, manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _start_adapter(config: Config, registry: AdapterRegistry, base_model: str) -> str | None:
+    """The adapter training continues (``distill.start``), or None for a new one."""
+    champion = registry.champion() if config.distill.start == "champion" else None
+    if champion is None:
+        return None
+    if champion.base_model != base_model:
+        raise ConfigError(
+            f"distill.start = champion, but champion {champion.name} was trained on "
+            f"{champion.base_model} and models.generator is {base_model}; set distill.start = "
+            '"base" (or --start base) to train a new adapter')
+    return champion.name
 
 
 def sweep_scratch(root: Path) -> list[Path]:

@@ -230,6 +230,34 @@ def test_sft_then_dpo_starts_from_the_sft_adapter(tiny_base, datasets, tmp_path)
     assert list(adapted.peft_config) == ["default"]
 
 
+def test_training_can_continue_an_adapter_and_leaves_that_adapter_as_it_was(tiny_base, datasets, tmp_path):
+    from safetensors.torch import load_file
+
+    fresh = Recorder()
+    first = tmp_path / "a0001"
+    train_lora(tiny_base, datasets["sft"], first, hyper=QUICK, callbacks=[fresh.callback])
+    saved = {name.replace(".weight", ".default.weight"): tensor
+             for name, tensor in load_file(first / "adapter_model.safetensors").items()}
+    files = {p.name: p.read_bytes() for p in first.iterdir()}
+
+    continued = Recorder()
+    hyper = QUICK.model_copy(update={"lora_r": 4})  # the adapter's own rank (16) applies
+    result = train_lora(tiny_base, datasets["sft"], tmp_path / "a0002", hyper=hyper,
+                        init_adapter=first, callbacks=[continued.callback])
+
+    # A new adapter starts with lora_B at zero; a continued one starts at a0001's weights.
+    assert all(not fresh.before[n].any() for n in fresh.before if "lora_B" in n)
+    start = {n: t for n, t in continued.before.items() if "lora_" in n}
+    assert start.keys() == saved.keys()
+    assert all(torch.equal(start[n], saved[n]) for n in saved)
+    assert any(not torch.equal(continued.after[n], saved[n]) for n in saved)  # and trained on
+    assert all(torch.equal(continued.before[n], continued.after[n])
+               for n in continued.before if "lora_" not in n)  # the base stays frozen
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == files  # a0001 untouched
+    config = json.loads((Path(result.adapter_dir) / "adapter_config.json").read_text())
+    assert config["r"] == QUICK.lora_r
+
+
 def test_dpo_alone_trains_on_pairs(tiny_base, datasets, tmp_path):
     hyper = QUICK.model_copy(update={"max_steps": 1, "dpo_learning_rate": 1e-3})
     result = train_lora(tiny_base, datasets["dpo"], tmp_path / "a0004", method="dpo", hyper=hyper)
@@ -248,6 +276,8 @@ def test_bad_requests_are_config_errors_before_any_training(tiny_base, datasets,
         train_lora(tiny_base, datasets["sft"], tmp_path / "x", method="dpo")
     with pytest.raises(ConfigError, match="not a Hugging Face model directory"):
         train_lora(tmp_path, datasets["sft"], tmp_path / "x")
+    with pytest.raises(ConfigError, match="not a PEFT adapter directory"):
+        train_lora(tiny_base, datasets["sft"], tmp_path / "x", init_adapter=taken)
     with pytest.raises(ConfigError, match="distillation needs local weights"):
         resolve_base("openai/gpt-4o-mini")
     with pytest.raises(ValidationError):

@@ -122,6 +122,35 @@ async def test_a_round_that_helps_is_promoted_and_a_round_that_does_not_is_kept(
         assert len(evals.list_runs()) == 2 + 2 * 2  # champion before, then each candidate
 
 
+async def test_with_start_champion_a_round_continues_the_champions_adapter(tmp_path, tiny_base):
+    cfg = config(tmp_path, tiny_base, rounds=2)
+    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"start": "champion"})})
+    models, _ = roles(student(learned={"add"}))
+    first, second = (await improve(cfg, suites(), models=models)).rounds
+    assert first.promoted and second.adapter == "a0002"
+    registry = AdapterRegistry(cfg.home)
+    assert registry.get("a0001").started_from is None  # no champion yet: a new adapter
+    assert registry.get("a0002").started_from == "a0001"
+    assert registry.get("a0001").status == "champion"
+
+
+def test_a_champion_of_another_base_model_is_not_continued(tmp_path, tiny_base):
+    from finetune.registry import AdapterManifest
+    from orchestrator.distill import distill
+    from tests.test_finetune_registry import trained_dir
+    from tests.test_finetune_train import make_trajectory
+
+    cfg = config(tmp_path, tiny_base, rounds=1)
+    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"start": "champion"})})
+    registry = AdapterRegistry(cfg.home)
+    registry.add("other", trained_dir(tmp_path, "other"),
+                 AdapterManifest(name="other", base_model="local/other", method="sft"))
+    registry.promote("other")
+    with pytest.raises(ConfigError, match="trained on local/other"):
+        distill(cfg, [make_trajectory(i) for i in range(4)])
+    assert [m.name for m in registry.list()] == ["other"]
+
+
 async def test_a_candidate_that_forgets_the_retention_suite_is_not_promoted(tmp_path, tiny_base):
     cfg = config(tmp_path, tiny_base, rounds=1)
     models, _ = roles(student(learned={"add"}, forgets={"mul"}))
@@ -229,6 +258,15 @@ def test_distill_command_trains_a_candidate_from_stored_trajectories(tmp_path, t
     rows = [json.loads(line) for line in open(dataset["path"])]
     assert len(rows) == 8
     assert all(re.fullmatch(r"Answer: \S+", r["completion"][0]["content"]) for r in rows)
+
+    # --start champion continues the champion's adapter; a bad value names the choices.
+    assert cli("adapters", "promote", "first", cwd=tmp_path).returncode == 0
+    cont = cli("distill", "--name", "cont", "--start", "champion", cwd=tmp_path)
+    assert cont.returncode == 0, cont.stderr[-2000:]
+    assert "continuing first" in cont.stdout
+    assert AdapterRegistry(tmp_path / "home").get("cont").started_from == "first"
+    bad = cli("distill", "--start", "best", cwd=tmp_path)
+    assert bad.returncode == 2 and "distill.start" in bad.stderr and "champion" in bad.stderr
 
 
 def test_scratch_of_a_killed_distill_is_swept_and_live_ones_are_kept(tmp_path):
