@@ -10,8 +10,9 @@ One round:
    attempt, no hints, like ``eval``): the ones it gets right are replayed in training,
    so the candidate keeps what the model already knew (training on one family's
    worked lines otherwise overwrites neighbouring facts: benchmarks/RESULTS.md).
-2. **distill**: train a fresh LoRA adapter on the base model from the verified
-   trajectories of every round so far (evaluation prompts only: no hints in them).
+2. **distill**: train a fresh LoRA adapter on the base model (or, with ``distill.start
+   = "champion"``, continue the champion's) from the verified trajectories of every
+   round so far (evaluation prompts only: no hints in them).
 3. **gate**: pass@1 of the candidate and of the champion (the base model while there
    is none) on the holdout and retention suites; ``orchestrator.gate.decide``
    promotes the candidate or leaves it a candidate, with the reason in its manifest.
