@@ -69,7 +69,8 @@ class AdapterManifest(BaseModel):
     hyper: dict[str, Any] = Field(default_factory=dict)
     """Training hyper-parameters (``TrainConfig`` as a dict)."""
     started_from: str | None = None
-    """The adapter whose weights training continued (None: a new adapter on the base)."""
+    """The adapter whose weights training continued, whose LoRA rank, alpha and modules
+    apply rather than ``hyper``'s (None: a new adapter on the base model)."""
     train_loss: float | None = None
     tokens_per_s: float | None = None
     train_seconds: float | None = None
