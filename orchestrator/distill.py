@@ -79,7 +79,7 @@ def distill(
     check_name(name)
     if name in {m.name for m in registry.list()}:
         raise ConfigError(f"adapter {name} already exists; pick another --name")
-    start = _start_adapter(config, registry, base_model)
+    start = start_adapter(config, registry, base_model)
     rows = build_rows(trajectories, method, eval_hashes=prompt_hashes(exclude),
                       max_per_family=config.distill.max_per_family,
                       seed=config.distill.train.seed,
@@ -107,8 +107,9 @@ def distill(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _start_adapter(config: Config, registry: AdapterRegistry, base_model: str) -> str | None:
-    """The adapter training continues (``distill.start``), or None for a new one."""
+def start_adapter(config: Config, registry: AdapterRegistry, base_model: str) -> str | None:
+    """The adapter training continues (``distill.start``), or None for a new one;
+    ``ConfigError`` for a champion of another base model."""
     champion = registry.champion() if config.distill.start == "champion" else None
     if champion is None:
         return None

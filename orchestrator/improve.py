@@ -35,7 +35,7 @@ from finetune.registry import AdapterRegistry
 from memory.records import RunRecord, Task
 from memory.store import TrajectoryStore, open_store
 from orchestrator.config import Config, with_overrides
-from orchestrator.distill import distill, trainable_base
+from orchestrator.distill import distill, start_adapter, trainable_base
 from orchestrator.evaluate import EvalResult, eval_config, evaluate
 from orchestrator.gate import decide
 from orchestrator.runner import RoleModels, build_models, execute_run, new_run_id, run_settings
@@ -115,10 +115,10 @@ async def improve(
 ) -> ImproveReport:
     """Run ``rounds`` (default ``config.improve.rounds``) improvement rounds."""
     check_suites(suites)
-    trainable_base(config)  # fail before collecting, not after
+    registry = AdapterRegistry(config.home)
+    start_adapter(config, registry, trainable_base(config))  # fail before collecting, not after
     rounds = rounds or config.improve.rounds
     models = models or build_models(config)
-    registry = AdapterRegistry(config.home)
     note = on_stage or (lambda _round, _what: None)
 
     async def score(tasks: list[Task], spec: str | None, adapter: str | None) -> EvalResult | None:

@@ -8,6 +8,7 @@ right alone when an adapter is applied to the families named in ``learned``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -148,6 +149,10 @@ def test_a_champion_of_another_base_model_is_not_continued(tmp_path, tiny_base):
     registry.promote("other")
     with pytest.raises(ConfigError, match="trained on local/other"):
         distill(cfg, [make_trajectory(i) for i in range(4)])
+    models, teacher = roles(student(learned={"add"}))
+    with pytest.raises(ConfigError, match="trained on local/other"):
+        asyncio.run(improve(cfg, suites(), models=models))
+    assert models.generator.calls == [] and teacher.calls == []  # refused before any work
     assert [m.name for m in registry.list()] == ["other"]
 
 
