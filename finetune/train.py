@@ -314,8 +314,8 @@ def split_rows(rows: list[Row], method: Method) -> tuple[list[Row], list[Row]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m finetune.train --base B --data D --out O [--method M] [--lora-r 8 ...]``
-    (one flag per ``TrainConfig`` field); prints the ``TrainResult`` as JSON on stdout
+    """``python -m finetune.train --base B --data D --out O [--method M] [--init-adapter A]
+    [--lora-r 8 ...]`` (one flag per ``TrainConfig`` field); prints the ``TrainResult`` as JSON on stdout
     (main process only). Exit 2 on ``ConfigError``."""
     parser = argparse.ArgumentParser(
         prog="python -m finetune.train", description="Train a LoRA adapter with TRL."
@@ -324,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="JSONL dataset from finetune.dataset")
     parser.add_argument("--out", required=True, help="adapter directory to create")
     parser.add_argument("--method", choices=METHODS, default="sft")
+    parser.add_argument("--init-adapter", help="a PEFT adapter directory to continue training")
     for name, field in TrainConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         text = (field.description or "").replace("%", "%%")  # argparse formats help with %
@@ -345,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: invalid training setting: {exc}", file=sys.stderr)
         return 2
     try:
-        result = train_lora(args.base, args.data, args.out, method=args.method, hyper=hyper)
+        result = train_lora(args.base, args.data, args.out, method=args.method, hyper=hyper,
+                            init_adapter=args.init_adapter)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -300,6 +300,14 @@ def test_command_line_entry_point(tiny_base, datasets, tmp_path, capsys):
     assert printed["adapter_dir"] == str(out) and printed["hyper"]["lora_r"] == 4
     assert main(args) == 2  # out exists: ConfigError, exit 2
     assert main(args[:-1] + [str(tmp_path / "other"), "--lora-r", "0"]) == 2  # invalid setting
+    capsys.readouterr()
+    further = tmp_path / "continued"
+    code = main(args[:-1] + [str(further), "--init-adapter", str(out), "--max-steps", "1",
+                             "--batch-size", "2"])
+    assert code == 0
+    assert json.loads((further / "adapter_config.json").read_text())["r"] == 4  # out's rank
+    assert main(args[:-1] + [str(tmp_path / "bad"), "--init-adapter", str(tmp_path)]) == 2
+    assert "not a PEFT adapter directory" in capsys.readouterr().err
 
 
 def test_python_dash_m_runs_the_entry_point(tiny_base, datasets, tmp_path):
