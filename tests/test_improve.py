@@ -19,7 +19,9 @@ from errors import ConfigError
 from finetune.registry import AdapterRegistry
 from memory.records import Privileged, Task, VerifierSpec
 from memory.store import open_store
-from orchestrator.config import Config, DistillConfig, ImproveConfig, LoopConfig, ModelsConfig
+from orchestrator.config import (
+    Config, DistillConfig, ImproveConfig, LoopConfig, ModelsConfig, with_overrides,
+)
 from orchestrator.evaluate import EVAL_STORE
 from orchestrator.improve import Suites, improve
 from orchestrator.runner import RoleModels
@@ -124,8 +126,7 @@ async def test_a_round_that_helps_is_promoted_and_a_round_that_does_not_is_kept(
 
 
 async def test_with_start_champion_a_round_continues_the_champions_adapter(tmp_path, tiny_base):
-    cfg = config(tmp_path, tiny_base, rounds=2)
-    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"start": "champion"})})
+    cfg = with_overrides(config(tmp_path, tiny_base, rounds=2), {"distill.start": "champion"})
     models, _ = roles(student(learned={"add"}))
     first, second = (await improve(cfg, suites(), models=models)).rounds
     assert first.promoted and second.adapter == "a0002"
@@ -141,8 +142,7 @@ def test_a_champion_of_another_base_model_is_not_continued(tmp_path, tiny_base):
     from tests.test_finetune_registry import trained_dir
     from tests.test_finetune_train import make_trajectory
 
-    cfg = config(tmp_path, tiny_base, rounds=1)
-    cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"start": "champion"})})
+    cfg = with_overrides(config(tmp_path, tiny_base, rounds=1), {"distill.start": "champion"})
     registry = AdapterRegistry(cfg.home)
     registry.add("other", trained_dir(tmp_path, "other"),
                  AdapterManifest(name="other", base_model="local/other", method="sft"))
