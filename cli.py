@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from errors import ConfigError, SelftaughtError
+from core.errors import ConfigError, SelftaughtError
 
 typer_app = typer.Typer(no_args_is_help=True, add_completion=False,
                         help="Agents that improve themselves from feedback.")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from agents.model import ChatModel, GenerationParams, Usage
 from agents.prompts import hint_messages
-from memory.records import Attempt, Hint, HintPolicy, Privileged, Task
+from core.records import Attempt, Hint, HintPolicy, Privileged, Task
 
 ReferenceHint = Literal["model", "model+answer", "answer"]
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from agents.local.resolve import is_local, resolve_local_model
 from agents.model import ChatModel, Completion, GenerationParams, Message, Usage
-from errors import ConfigError, ModelError, SelftaughtError, TransientModelError
+from core.errors import ConfigError, ModelError, SelftaughtError, TransientModelError
 
 # Before litellm is imported anywhere: otherwise it fetches the cost map on import.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

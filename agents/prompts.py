@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 
 from agents.model import Message
-from memory.records import Attempt, HintPolicy, Task
+from core.records import Attempt, HintPolicy, Task
 
 GENERATOR_SYSTEM = {
     "short": (

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.testing import ScriptedChatModel  # noqa: E402
-from memory.records import RunRecord, Task, VerifierSpec  # noqa: E402
+from core.records import RunRecord, Task, VerifierSpec  # noqa: E402
 from memory.store import SQLiteStore  # noqa: E402
 from orchestrator.config import Config, LoopConfig, RunConfig  # noqa: E402
 from orchestrator.runner import RoleModels, execute_run  # noqa: E402

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.local import decode  # noqa: E402
 from agents.local.engine import loaded_engines  # noqa: E402
-from memory.records import RunRecord  # noqa: E402
+from core.records import RunRecord  # noqa: E402
 from memory.store import SQLiteStore  # noqa: E402
 from orchestrator.config import Config, LoopConfig, RunConfig  # noqa: E402
 from orchestrator.runner import build_models, execute_run  # noqa: E402

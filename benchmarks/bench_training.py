@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from critics.extract import extract_answer  # noqa: E402
 from finetune.dataset import build_rows, prompt_hashes, write_dataset  # noqa: E402
 from finetune.train import TrainConfig, resolve_base, train_lora  # noqa: E402
-from memory.records import Attempt, Task, Trajectory, Verdict, VerifierSpec  # noqa: E402
+from core.records import Attempt, Task, Trajectory, Verdict, VerifierSpec  # noqa: E402
 
 MODEL = "local/smollm2"
 

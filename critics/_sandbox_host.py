@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from errors import SandboxError
+from core.errors import SandboxError
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _UID_SPAN = 1 << 24

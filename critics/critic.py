@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from agents.model import ChatModel, GenerationParams, Usage
 from agents.prompts import critic_messages
-from memory.records import Attempt, Task
+from core.records import Attempt, Task
 
 async def critique(
     model: ChatModel, task: Task, attempt: Attempt, *, with_feedback: bool, max_tokens: int = 96

@@ -6,7 +6,7 @@ A verifier type is a name (``exact``, ``numeric``, ...) bound to a factory that 
 use, so importing this module stays cheap.
 
 Contract of every built-in: a bad *answer* gives a failing :class:`Verdict` (never an
-exception); a bad *spec* raises :class:`~errors.ConfigError` naming the param; feedback
+exception); a bad *spec* raises :class:`~core.errors.ConfigError` naming the param; feedback
 never contains the privileged reference (that goes in ``details`` at most).
 """
 
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ValidationError
 
 from critics.verdict import Verdict, Verifier
-from errors import ConfigError
-from memory.records import VerifierSpec
+from core.errors import ConfigError
+from core.records import VerifierSpec
 
 if TYPE_CHECKING:
     from agents.model import ChatModel

@@ -3,7 +3,7 @@
 Contract: :func:`run_python_async` (and its blocking twin :func:`run_python`) run
 ``code`` as ``__main__`` in a fresh interpreter and always return a
 :class:`SandboxResult`, whatever the code does (loops forever, forks, allocates,
-floods stdout, opens sockets). They raise :class:`~errors.SandboxError` only when the
+floods stdout, opens sockets). They raise :class:`~core.errors.SandboxError` only when the
 sandbox itself cannot start.
 
 Protections (``SandboxResult.protections`` names the ones actually active):
@@ -61,7 +61,7 @@ from critics._sandbox_host import (
     pids_of_uid,
     protection_names,
 )
-from errors import SandboxError
+from core.errors import SandboxError
 
 __all__ = ["SandboxResult", "pids_of_uid", "run_python", "run_python_async",
            "sandbox_protections"]

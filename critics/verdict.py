@@ -1,6 +1,6 @@
 """The verdict value and the verifier protocol.
 
-``Verdict`` is defined with the other records in ``memory.records`` (attempts store
+``Verdict`` is defined with the other records in ``core.records`` (attempts store
 it) and re-exported here, where judges use it.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from memory.records import Verdict, VerifierSpec
+from core.records import Verdict, VerifierSpec
 
 __all__ = ["Verdict", "Verifier"]
 

@@ -21,7 +21,7 @@ from critics.extract import last_number
 from critics.registry import ParamsVerifier, register
 from critics.verdict import Verdict
 from critics.verifiers_text import parse_number
-from errors import ConfigError, ModelError
+from core.errors import ConfigError, ModelError
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 

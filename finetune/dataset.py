@@ -45,9 +45,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.prompts import cut_retry_echo, generator_messages
 from critics.extract import extract_answer
-from errors import ConfigError
-from memory.records import Attempt, Task, Trajectory
-from memory.files import write_atomic
+from core.errors import ConfigError
+from core.records import Attempt, Task, Trajectory
+from core.files import write_atomic
 
 DatasetMethod = Literal["sft", "dpo", "sft+dpo"]
 Completion = Literal["reply", "answer", "worked"]

@@ -37,9 +37,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from errors import ConfigError, StoreError
+from core.errors import ConfigError, StoreError
 from finetune.dataset import DatasetManifest
-from memory.files import write_atomic
+from core.files import write_atomic
 
 ADAPTERS_DIR = "adapters"
 INDEX_FILE = "registry.json"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from errors import ConfigError
+from core.errors import ConfigError
 from finetune.train import StageResult, TrainConfig
 
 

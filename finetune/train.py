@@ -49,7 +49,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from errors import ConfigError
+from core.errors import ConfigError
 from finetune.dataset import Row, read_dataset, row_kind
 
 Method = Literal["sft", "dpo", "sft+dpo"]

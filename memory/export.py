@@ -16,11 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from errors import ConfigError
-from memory.records import Trajectory
-from memory.secrets import scrub_secrets
+from core.errors import ConfigError
+from core.records import Trajectory
+from core.secrets import scrub_secrets
 from memory.store import TrajectoryStore
-from memory.files import write_atomic
+from core.files import write_atomic
 
 
 def trajectory_to_messages(t: Trajectory) -> list[dict[str, str]]:

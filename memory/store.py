@@ -22,8 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from errors import ConfigError, StoreError
-from memory.records import SCHEMA_VERSION, Outcome, RunRecord, RunStatus, Trajectory
+from core.errors import ConfigError, StoreError
+from core.records import SCHEMA_VERSION, Outcome, RunRecord, RunStatus, Trajectory
 
 DB_FILENAME = "selftaught.db"
 BUSY_TIMEOUT_MS = 30_000

@@ -2,7 +2,7 @@
 
 The answers file is JSONL, one ``{"id": ..., "answer": ...}`` a line (blank lines
 ignored), read all-or-nothing like a tasks file: any bad line and the whole file is
-rejected with one :class:`~errors.ConfigError` listing every bad line. Answers are
+rejected with one :class:`~core.errors.ConfigError` listing every bad line. Answers are
 final answers: they go to the verifier as they are, with no extraction.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from errors import ConfigError
-from memory.records import Task
+from core.errors import ConfigError
+from core.records import Task
 from orchestrator.jsonl_tasks import read_jsonl
 
 NO_ANSWER_FEEDBACK = "no answer given"

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from errors import ConfigError
+from core.errors import ConfigError
 from finetune.dataset import Completion
 from finetune.train import Method, TrainConfig
 

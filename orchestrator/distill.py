@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from agents.local.resolve import is_local
-from errors import ConfigError
+from core.errors import ConfigError
 from finetune.dataset import build_rows, prompt_hashes, write_dataset
 from finetune.registry import AdapterManifest, AdapterRegistry, check_name
 from finetune.train import Method
-from memory.records import Task, Trajectory
+from core.records import Task, Trajectory
 from memory.store import TrajectoryStore
 from orchestrator.config import Config
 

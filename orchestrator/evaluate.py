@@ -16,7 +16,7 @@ from collections import defaultdict
 
 from pydantic import BaseModel
 
-from memory.records import RunRecord, Task
+from core.records import RunRecord, Task
 from memory.store import open_store
 from orchestrator.config import Config, with_overrides
 from orchestrator.runner import RoleModels, execute_run, new_run_id, run_settings, usable_champion

@@ -29,10 +29,10 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
-from errors import ConfigError
+from core.errors import ConfigError
 from finetune.dataset import prompt_hash, prompt_hashes
 from finetune.registry import AdapterRegistry
-from memory.records import RunRecord, Task
+from core.records import RunRecord, Task
 from memory.store import TrajectoryStore, open_store
 from orchestrator.config import Config, with_overrides
 from orchestrator.distill import distill, start_adapter, trainable_base

@@ -1,7 +1,7 @@
 """Tasks from a user's JSONL file, and the all-or-nothing JSONL reading it shares.
 
 A file is read whole before anything is built from it: every bad line is collected
-and reported in one :class:`~errors.ConfigError` (line number and reason), so a user
+and reported in one :class:`~core.errors.ConfigError` (line number and reason), so a user
 fixes the file in one pass and nothing ever runs on a half-parsed file.
 
 Line shapes (one JSON object a line; blank lines are ignored)::
@@ -29,8 +29,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from errors import ConfigError
-from memory.records import Privileged, Task, VerifierSpec
+from core.errors import ConfigError
+from core.records import Privileged, Task, VerifierSpec
 
 T = TypeVar("T")
 

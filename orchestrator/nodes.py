@@ -18,9 +18,9 @@ from agents.prompts import generator_messages
 from critics.critic import critique as write_critique
 from critics.extract import extract_answer
 from critics.registry import verify as run_verifier
-from errors import ModelError, SandboxError
-from memory.records import Attempt, Trajectory, Verdict
-from memory.secrets import scrub_secrets, secret_scrubber
+from core.errors import ModelError, SandboxError
+from core.records import Attempt, Trajectory, Verdict
+from core.secrets import scrub_secrets, secret_scrubber
 from orchestrator.routing import stop_reason, temperature_for
 from orchestrator.state import LoopContext, LoopState
 

@@ -24,9 +24,9 @@ from agents.generator import Draft
 from agents.litellm_model import make_chat_model
 from agents.local.resolve import is_local
 from agents.model import ChatModel
-from errors import ConfigError
-from memory import records
-from memory.records import RunRecord, Task, Trajectory
+from core.errors import ConfigError
+from core import records
+from core.records import RunRecord, Task, Trajectory
 from memory.store import TrajectoryStore
 from orchestrator.config import Config
 from orchestrator.graph import build_graph

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from memory.records import RunRecord
+from core.records import RunRecord
 from memory.store import open_store
 from orchestrator.config import Config, with_overrides
 from orchestrator.runner import OnTrajectory, RunSummary, execute_run, new_run_id, run_settings

@@ -8,7 +8,7 @@ from typing import TypedDict
 
 from agents.generator import Draft
 from agents.model import ChatModel
-from memory.records import Attempt, HintPolicy, Task
+from core.records import Attempt, HintPolicy, Task
 from memory.store import TrajectoryStore
 from orchestrator.config import LoopConfig
 

@@ -29,8 +29,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from errors import ConfigError
-from memory.records import Privileged, Task, VerifierSpec
+from core.errors import ConfigError
+from core.records import Privileged, Task, VerifierSpec
 from orchestrator.jsonl_tasks import load_jsonl_tasks, parse_number
 
 DEFAULT_RG_N = 10

@@ -9,8 +9,8 @@ import types
 
 import pytest
 
-from errors import ConfigError, SandboxError
-from memory.records import Task, Verdict, VerifierSpec
+from core.errors import ConfigError, SandboxError
+from core.records import Task, Verdict, VerifierSpec
 from orchestrator.answers import GradeResult, grade, load_answers, unknown_answer_ids
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from errors import ConfigError
+from core.errors import ConfigError
 from memory import export as export_module
 from memory.export import export_trajectories, trajectory_to_messages
-from memory.records import Attempt, Hint, RunRecord, Task, Trajectory, Verdict, VerifierSpec
+from core.records import Attempt, Hint, RunRecord, Task, Trajectory, Verdict, VerifierSpec
 from memory.store import SQLiteStore
 
 SYSTEM = {"role": "system", "content": "You solve problems. End with 'Answer: <answer>'."}

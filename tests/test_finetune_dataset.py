@@ -8,7 +8,7 @@ import pytest
 
 from agents.prompts import generator_messages
 from critics.extract import extract_answer
-from errors import ConfigError
+from core.errors import ConfigError
 from finetune.dataset import (
     DatasetManifest,
     build_rows,
@@ -20,7 +20,7 @@ from finetune.dataset import (
     sft_rows,
     write_dataset,
 )
-from memory.records import Attempt, Hint, Privileged, Task, Trajectory, Verdict, VerifierSpec
+from core.records import Attempt, Hint, Privileged, Task, Trajectory, Verdict, VerifierSpec
 
 PASS = Verdict(passed=True, score=1.0)
 FAIL = Verdict(passed=False, score=0.0, feedback="wrong")

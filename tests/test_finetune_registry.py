@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from errors import ConfigError, StoreError
+from core.errors import ConfigError, StoreError
 from finetune import registry as registry_module
 from finetune.dataset import DatasetManifest
 from finetune.registry import AdapterManifest, AdapterRegistry

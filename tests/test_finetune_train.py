@@ -15,10 +15,10 @@ import pytest
 from pydantic import ValidationError
 
 from agents.prompts import generator_messages
-from errors import ConfigError
+from core.errors import ConfigError
 from finetune.dataset import build_rows, write_dataset
 from finetune.train import TrainConfig, main, resolve_base, train_lora
-from memory.records import Attempt, Task, Trajectory, Verdict, VerifierSpec
+from core.records import Attempt, Task, Trajectory, Verdict, VerifierSpec
 
 torch = pytest.importorskip("torch")
 

@@ -15,9 +15,9 @@ import re
 import pytest
 
 from agents.testing import ScriptedChatModel
-from errors import ConfigError
+from core.errors import ConfigError
 from finetune.registry import AdapterRegistry
-from memory.records import Privileged, Task, VerifierSpec
+from core.records import Privileged, Task, VerifierSpec
 from memory.store import open_store
 from orchestrator.config import (
     Config, DistillConfig, ImproveConfig, LoopConfig, ModelsConfig, with_overrides,
@@ -227,7 +227,7 @@ def test_distill_command_trains_a_candidate_from_stored_trajectories(tmp_path, t
     from tests.test_cli import cli
     from tests.test_finetune_train import make_trajectory
 
-    from memory.records import RunRecord
+    from core.records import RunRecord
 
     (tmp_path / "selftaught.toml").write_text(
         f'[models]\ngenerator = "local/{tiny_base}"\n'

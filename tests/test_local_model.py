@@ -13,7 +13,7 @@ import pytest
 
 from agents.litellm_model import LiteLLMChatModel, make_chat_model
 from agents.model import GenerationParams
-from errors import ConfigError
+from core.errors import ConfigError
 
 pytestmark = pytest.mark.model
 

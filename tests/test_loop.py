@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from agents.testing import ScriptedChatModel
-from errors import ModelError
-from memory.records import Privileged, RunRecord, Task, VerifierSpec
+from core.errors import ModelError
+from core.records import Privileged, RunRecord, Task, VerifierSpec
 from memory.store import SQLiteStore
 from orchestrator.config import Config, LoopConfig
 from orchestrator.runner import RoleModels, execute_run

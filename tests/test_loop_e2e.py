@@ -17,7 +17,7 @@ import pytest
 from agents.prompts import generator_messages
 from critics.extract import extract_answer
 from critics.registry import verify
-from memory.records import RunRecord
+from core.records import RunRecord
 from memory.store import SQLiteStore
 from orchestrator.config import Config, LoopConfig, RunConfig
 from orchestrator.runner import build_models, execute_run

@@ -24,7 +24,7 @@ from agents.litellm_model import (
 )
 from agents.local.batcher import Batcher, WholeBatches
 from agents.model import ChatModel, GenerationParams
-from errors import ConfigError, ModelError, TransientModelError
+from core.errors import ConfigError, ModelError, TransientModelError
 
 MESSAGES = [{"role": "user", "content": "Say hello."}]
 

@@ -16,7 +16,7 @@ import pytest
 from critics.registry import verify
 from critics.sandbox import SandboxResult, pids_of_uid, run_python, run_python_async
 from critics.sandbox import sandbox_protections
-from memory.records import VerifierSpec
+from core.records import VerifierSpec
 
 PROTECTIONS = sandbox_protections()
 DROPS_PRIVILEGES = "drop-privileges" in PROTECTIONS
@@ -246,7 +246,7 @@ async def test_file_size_limit() -> None:
 
 
 async def test_sandbox_error_only_when_the_sandbox_cannot_start() -> None:
-    from errors import SandboxError
+    from core.errors import SandboxError
 
     with pytest.raises(SandboxError):
         await run_python_async("print(1)", python="/nonexistent/python3")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from memory.secrets import REDACTED, scrub_secrets
+from core.secrets import REDACTED, scrub_secrets
 
 NO_ENV: dict[str, str] = {}
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from errors import ConfigError, SelftaughtError, StoreError
+from core.errors import ConfigError, SelftaughtError, StoreError
 from memory import store as store_module
-from memory.records import (
+from core.records import (
     SCHEMA_VERSION,
     Attempt,
     Hint,
@@ -419,7 +419,7 @@ def test_concurrent_writes_from_threads(backend: Backend, store: TrajectoryStore
 
 WRITER = """
 import sys
-from memory.records import RunRecord
+from core.records import RunRecord
 sys.path.insert(0, {tests_dir!r})
 from test_store import make_trajectory
 i = 0

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from errors import ConfigError
+from core.errors import ConfigError
 from orchestrator.suites import (
     DEFAULT_RG_N,
     DEFAULT_RG_SEED,

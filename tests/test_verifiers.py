@@ -11,8 +11,8 @@ from critics.registry import ParamsVerifier, get_verifier, register, verifier_ty
 from critics.verdict import Verdict
 from critics.verifiers_external import format_hints, parse_judge_reply
 from critics.verifiers_text import parse_number
-from errors import ConfigError, ModelError
-from memory.records import VerifierSpec
+from core.errors import ConfigError, ModelError
+from core.records import VerifierSpec
 
 
 def spec(type_: str, **params: Any) -> VerifierSpec:

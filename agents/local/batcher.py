@@ -28,7 +28,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from errors import ModelError, SelftaughtError
+from core.errors import ModelError, SelftaughtError
 
 _STOP = object()
 

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from memory.files import write_atomic
+from core.files import write_atomic
 
 CONVERTED_MARKER = "selftaught-converted.json"
 

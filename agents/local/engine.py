@@ -25,7 +25,7 @@ from pathlib import Path
 
 from agents.local.batcher import Batcher, BatchStats
 from agents.local.resolve import ModelSource, resolve_local_model
-from errors import ConfigError
+from core.errors import ConfigError
 
 MAX_ADAPTERS = 8
 """Adapters kept loaded at once; the least recently used is unloaded beyond this."""

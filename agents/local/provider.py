@@ -27,7 +27,7 @@ from litellm import CustomLLM  # noqa: E402
 from agents.local.engine import get_engine, validate_adapter  # noqa: E402
 from agents.local.request import GenRequest, GenResult  # noqa: E402
 from agents.local.resolve import LOCAL_PREFIX  # noqa: E402
-from errors import ModelError, SelftaughtError  # noqa: E402
+from core.errors import ModelError, SelftaughtError  # noqa: E402
 
 PROVIDER = "local"
 _DONE = object()

@@ -10,7 +10,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import ConfigError
+from core.errors import ConfigError
 
 LOCAL_PREFIX = "local/"
 
