@@ -9,29 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from pydantic import BaseModel
-
 from agents.model import ChatModel, GenerationParams, Message
+from core.records import Generation
 
 RESAMPLE_MIN_TEMPERATURE = 0.7
 """Greedy decoding would repeat the same reply; resamples use at least this."""
-
-
-class Draft(BaseModel):
-    """A generated reply not yet verified."""
-
-    messages: list[Message]
-    reply: str
-    answer: str
-    model: str
-    adapter: str | None = None
-    temperature: float
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    resamples: int = 0
-    error: str | None = None
-    """Set (with an empty reply) when the provider failed after its retries."""
 
 
 async def generate_attempt(
@@ -42,7 +24,7 @@ async def generate_attempt(
     extract: Callable[[str], str],
     failed_answers: Collection[str] = (),
     max_resamples: int = 0,
-) -> Draft:
+) -> Generation:
     """Generate until the extracted answer is new (or resamples run out).
 
     Token and latency figures add up every sample, the discarded ones included.
@@ -63,7 +45,7 @@ async def generate_attempt(
         resamples += 1
         hotter = max(params.temperature + 0.2, RESAMPLE_MIN_TEMPERATURE)
         params = params.model_copy(update={"temperature": min(hotter, 2.0), "seed": None})
-    return Draft(
+    return Generation(
         messages=messages,
         reply=completion.text,
         answer=answer,

@@ -12,8 +12,9 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Message = dict[str, str]
-"""One chat message in the OpenAI/litellm shape: ``{"role": ..., "content": ...}``."""
+from core.records import Message
+
+__all__ = ["ChatModel", "Completion", "GenerationParams", "Message", "Usage"]
 
 
 class Usage(BaseModel):

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from finetune.dataset import prompt_hash, prompt_hashes  # noqa: E402
+from core.leakage import prompt_hash, prompt_hashes  # noqa: E402
 from finetune.registry import AdapterRegistry  # noqa: E402
-from finetune.train import TrainConfig  # noqa: E402
+from finetune.settings import TrainConfig  # noqa: E402
 from orchestrator.config import (  # noqa: E402
     Config, DistillConfig, ImproveConfig, LoopConfig, RunConfig,
 )

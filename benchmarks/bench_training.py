@@ -8,7 +8,7 @@ each with a verified attempt ``"a + b = c\\nAnswer: c"``, then ``build_rows`` (t
 evaluation prompt from ``generator_messages``, leakage-checked against the holdout) and
 ``write_dataset``. Exact match is measured before and after on held-out additions with
 greedy generation through transformers directly (the answer taken with
-``critics.extract.extract_answer``, as the verifiers do).
+``core.answer_format.extract_answer``, as the verifiers do).
 
 Reports the tokens/s ``train_lora`` measured (dataset tokens x epochs / training
 seconds), the wall time of training, and exact match before and after. The reference
@@ -30,9 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from critics.extract import extract_answer  # noqa: E402
-from finetune.dataset import build_rows, prompt_hashes, write_dataset  # noqa: E402
-from finetune.train import TrainConfig, resolve_base, train_lora  # noqa: E402
+from core.answer_format import extract_answer  # noqa: E402
+from core.leakage import prompt_hashes  # noqa: E402
+from finetune.dataset import build_rows, write_dataset  # noqa: E402
+from finetune.settings import TrainConfig  # noqa: E402
+from finetune.train import resolve_base, train_lora  # noqa: E402
 from core.records import Attempt, Task, Trajectory, Verdict, VerifierSpec  # noqa: E402
 
 MODEL = "local/smollm2"

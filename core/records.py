@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
+Message = dict[str, str]
+"""One chat message in the OpenAI/litellm shape: ``{"role": ..., "content": ...}``."""
+
 
 class VerifierSpec(BaseModel):
     """How to check an answer: a registered verifier ``type`` and its ``params``.
@@ -93,18 +96,16 @@ class Hint(BaseModel):
     """True when the hint-giver saw the reference answer or tests (never at evaluation)."""
 
 
-class Attempt(BaseModel):
-    """One generation and everything that followed it."""
+class Generation(BaseModel):
+    """One reply of the generator, with the answer extracted from it, not yet judged."""
 
     model_config = ConfigDict(extra="forbid")
 
-    index: int = Field(ge=1)
-    messages: list[dict[str, str]]
+    messages: list[Message]
     """The exact chat messages the generator saw."""
     reply: str
     """The raw reply, kept beside the extracted answer."""
     answer: str
-    verdict: Verdict
     model: str
     adapter: str | None = None
     temperature: float = 0.0
@@ -114,7 +115,16 @@ class Attempt(BaseModel):
     resamples: int = 0
     """How many replies were thrown away for repeating an answer that already failed."""
     error: str | None = None
-    """Set when the provider failed after retries; the attempt then counts as failed."""
+    """Set (with an empty reply) when the provider failed after its retries; the attempt
+    then counts as failed."""
+
+
+class Attempt(Generation):
+    """One generation and everything that followed it: its verdict, the critique and
+    the hint."""
+
+    index: int = Field(ge=1)
+    verdict: Verdict
     critique: str | None = None
     critique_model: str | None = None
     hint: Hint | None = None

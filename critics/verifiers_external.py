@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from critics.extract import last_number
+from core.answer_format import last_number
 from critics.registry import ParamsVerifier, register
 from critics.verdict import Verdict
 from critics.verifiers_text import parse_number

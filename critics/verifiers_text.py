@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from critics.extract import last_number
+from core.answer_format import last_number
 from critics.registry import ParamsVerifier, quote, register
 from critics.verdict import Verdict
 

@@ -1,8 +1,9 @@
 """Training data from verified trajectories: pure functions, no torch.
 
-Hint internalization (see BACKGROUND.md, "Memento No More"): a task the generator only
+Hint internalization (as in "Memento No More"): a task the generator only
 solved after critiques and hints becomes one supervised example whose prompt is the
-*evaluation* prompt (``generator_messages(task)``: no lessons, no history, no hint) and
+*evaluation* prompt (``core.answer_format.evaluation_messages``: no lessons, no
+history, no hint) and
 whose completion is the reply that passed the verifier. After training, the model
 should produce that reply without the help it needed before.
 
@@ -21,7 +22,7 @@ Rows use TRL's conversational formats, so ``finetune.train`` hands them to TRL a
 The metadata columns are provenance for people and manifests; ``finetune.train``
 drops them before TRL sees the rows.
 
-Completions are normalized into the format evaluation extracts from (``critics.extract``):
+Completions are normalized into the format evaluation extracts from (``core.answer_format``):
 short answers keep their reasoning and end with exactly one ``Answer: X`` line; code is
 one fenced python block. Training and evaluation therefore agree on format.
 
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
@@ -43,65 +43,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.prompts import cut_retry_echo, generator_messages
-from critics.extract import extract_answer
+from core.answer_format import cut_retry_echo, evaluation_messages, extract_answer, normalize_reply
 from core.errors import ConfigError
-from core.records import Attempt, Task, Trajectory
 from core.files import write_atomic
+from core.leakage import check_leakage, prompt_hash
+from core.records import Attempt, Task, Trajectory
+from finetune.settings import Method, Target
 
-DatasetMethod = Literal["sft", "dpo", "sft+dpo"]
-Completion = Literal["reply", "answer", "worked"]
-"""What a short-answer example teaches: ``reply``, the verified reply (its reasoning, then
-the answer line); ``answer``, the answer line alone; ``worked``, the task's worked
-solution then the answer line, for tasks that carry one (others: as ``reply``)."""
 Row = dict[str, Any]
 
 METADATA_COLUMNS = ("trajectory_id", "rejected_trajectory_id", "task_id", "family")
 """Provenance columns on every row; not training inputs."""
-
-# A line that states the final answer ("Answer: 7", "**Final answer:** 7", "#### 7").
-# Same shape critics.extract recognizes; such lines are rewritten, never duplicated.
-_ANSWER_LINE = re.compile(
-    r"^[ \t>*_#-]*(?:(?:the\s+)?(?:final|correct)\s+)?answer\s*(?:\*\*|__)?\s*[:：=-]"
-    r"|^[ \t]*####",
-    re.IGNORECASE,
-)
-_BLANK_RUN = re.compile(r"\n{3,}")
-_WORKED_NUMBER = re.compile(r"[^=\n]*\S\s*=\s*(-?\d+(?:\.\d+)?)")
-
-
-# -- hashing and leakage -----------------------------------------------------------------
-
-
-def prompt_hash(prompt: str) -> str:
-    """sha256 hex of a task prompt lowercased with whitespace runs collapsed to one space,
-    so trivially reformatted copies of a prompt hash the same."""
-    normalized = " ".join(prompt.lower().split())
-    return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
-
-
-def prompt_hashes(tasks: Iterable[Task]) -> set[str]:
-    """The normalized prompt hashes of an evaluation set (pass to ``eval_hashes``)."""
-    return {prompt_hash(task.prompt) for task in tasks}
-
-
-def check_leakage(tasks: Iterable[Task], eval_hashes: Collection[str]) -> None:
-    """Raise ``ConfigError`` naming the training task ids (and how many) whose prompt
-    hash is in ``eval_hashes``. Training on an evaluation prompt makes every gate number
-    meaningless, so this refuses rather than silently dropping."""
-    if not eval_hashes:
-        return
-    leaked = sorted({t.id for t in tasks if prompt_hash(t.prompt) in eval_hashes})
-    if leaked:
-        shown = ", ".join(leaked[:20])
-        if len(leaked) > 20:
-            shown += f", ... ({len(leaked) - 20} more)"
-        raise ConfigError(
-            f"training data leaks into the evaluation set: {len(leaked)} training task(s) have "
-            f"the same prompt as an evaluation task: {shown}. Remove those trajectories from the "
-            "training runs or pick a holdout set that does not overlap them."
-        )
-
 
 # -- completions -------------------------------------------------------------------------
 
@@ -117,49 +69,7 @@ def verified_attempt(t: Trajectory) -> Attempt | None:
     return None
 
 
-def normalize_reply(
-    reply: str, answer_format: str, answer: str | None = None, *, reasoning: bool = True
-) -> str | None:
-    """``reply`` rewritten into the evaluation answer format, or None when it holds no answer.
-
-    ``short``: the reasoning before the last answer line (other answer lines and any text
-    after the last one dropped; all of it when ``reasoning`` is False), then exactly one
-    ``Answer: X`` line, X being ``answer`` (the verified answer) or else what
-    ``extract_answer`` finds; an answer that is an equation ending in a number
-    (``6 + 3 = 9``) stays as working and X is the number. ``code``: one fenced
-    python block around ``answer`` or the extracted code. ``extract_answer`` on the
-    result gives the answer back (up to its own cleaning, e.g. of ``**bold**``).
-    """
-    if answer_format == "code":
-        code = (answer if answer and answer.strip() else extract_answer(reply, "code")).strip("\n")
-        return f"```python\n{code}\n```" if code.strip() else None
-    final = (answer if answer is not None else extract_answer(reply, "short")).strip()
-    if not final or "\n" in final:
-        return None
-    worked = _WORKED_NUMBER.fullmatch(final)
-    if worked:
-        # "6 + 3 = 9" as the reply's last line is graded by its number (the numeric
-        # verifiers read the last number): the equation is working, 9 the answer.
-        final = worked.group(1)
-    if not reasoning:
-        return f"Answer: {final}"
-    lines = (reply or "").strip().splitlines()
-    answer_rows = [i for i, line in enumerate(lines) if _ANSWER_LINE.match(line)]
-    if answer_rows:
-        # Text after the final answer is chatter; training on it teaches rambling.
-        lines = [line for line in lines[: answer_rows[-1]] if not _ANSWER_LINE.match(line)]
-    reasoning = _BLANK_RUN.sub("\n\n", "\n".join(lines).strip())
-    if reasoning.strip(" .*`$") == final:  # the reply was the bare answer
-        reasoning = ""
-    text = f"{reasoning}\nAnswer: {final}" if reasoning else f"Answer: {final}"
-    if extract_answer(text, "short") != final:
-        # The reasoning confuses extraction (e.g. an "answer is" sentence the extractor
-        # prefers): the bare line is the only completion guaranteed to grade the same.
-        text = f"Answer: {final}"
-    return text
-
-
-def _completion(task: Task, attempt: Attempt, completion: Completion) -> str | None:
+def _completion(task: Task, attempt: Attempt, completion: Target) -> str | None:
     """The example's completion for the verified ``attempt`` (None: no usable one)."""
     worked = task.privileged.worked_solution
     if completion == "worked" and worked and task.answer_format == "short":
@@ -190,7 +100,7 @@ def _assistant(content: str) -> list[dict[str, str]]:
 
 def _prompt(task: Task) -> list[dict[str, str]]:
     # Exactly the evaluation prompt: no lessons, no history, no hint.
-    return [dict(m) for m in generator_messages(task)]
+    return evaluation_messages(task)
 
 
 # -- row builders ------------------------------------------------------------------------
@@ -202,7 +112,7 @@ def sft_rows(
     eval_hashes: Collection[str] = (),
     max_per_family: int | None = None,
     seed: int = 0,
-    completion: Completion = "reply",
+    completion: Target = "reply",
 ) -> list[Row]:
     """One SFT row per verified task (see the module docstring for the row shape).
 
@@ -211,7 +121,7 @@ def sft_rows(
     ``max_per_family`` keeps at most that many rows per family, chosen by a seeded hash
     of the task id (stable across runs and input order). Raises ``ConfigError`` when a
     kept prompt's hash is in ``eval_hashes`` (see :func:`check_leakage`). ``completion``
-    picks what short-answer rows teach (see :data:`Completion`).
+    picks what short-answer rows teach (see :data:`finetune.settings.Target`).
     """
     return _finish(_sft_candidates(trajectories, completion), eval_hashes, max_per_family, seed)
 
@@ -222,7 +132,7 @@ def dpo_rows(
     eval_hashes: Collection[str] = (),
     max_per_family: int | None = None,
     seed: int = 0,
-    completion: Completion = "reply",
+    completion: Target = "reply",
 ) -> list[Row]:
     """One preference pair per verified task: chosen = the verified reply (normalized as
     in :func:`sft_rows`), rejected = a failed attempt at the same task whose normalized
@@ -265,7 +175,7 @@ def dpo_rows(
     return _finish(rows, eval_hashes, max_per_family, seed)
 
 
-def _sft_candidates(trajectories: Iterable[Trajectory], completion: Completion) -> list[Row]:
+def _sft_candidates(trajectories: Iterable[Trajectory], completion: Target) -> list[Row]:
     """Deduplicated SFT rows in input order, each with a private ``_task`` column."""
     rows: list[Row] = []
     seen_tasks: set[str] = set()
@@ -295,12 +205,12 @@ def _sft_candidates(trajectories: Iterable[Trajectory], completion: Completion) 
 
 def build_rows(
     trajectories: Iterable[Trajectory],
-    method: DatasetMethod = "sft",
+    method: Method = "sft",
     *,
     eval_hashes: Collection[str] = (),
     max_per_family: int | None = None,
     seed: int = 0,
-    completion: Completion = "reply",
+    completion: Target = "reply",
 ) -> list[Row]:
     """Rows for ``method``: SFT rows, DPO pairs, or (``sft+dpo``) SFT rows followed by
     DPO pairs in one list, which is what ``train_lora(method="sft+dpo")`` reads."""
@@ -357,7 +267,7 @@ class DatasetManifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: DatasetMethod
+    method: Method
     """``sft`` (prompt-completion rows), ``dpo`` (preference pairs) or ``sft+dpo`` (both)."""
     path: str
     """The JSONL file as written (absolute)."""
@@ -372,8 +282,8 @@ class DatasetManifest(BaseModel):
     """Every task id in the file, sorted, unique."""
     counts_per_family: dict[str, int]
     """Rows per task family."""
-    completion: Completion = "reply"
-    """What short-answer completions hold (see :data:`Completion`)."""
+    completion: Target = "reply"
+    """What short-answer completions hold (see :data:`finetune.settings.Target`)."""
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -400,7 +310,7 @@ def serialize_rows(rows: Sequence[Row]) -> bytes:
 
 
 def write_dataset(
-    rows: Sequence[Row], path: Path | str, completion: Completion = "reply"
+    rows: Sequence[Row], path: Path | str, completion: Target = "reply"
 ) -> DatasetManifest:
     """Write ``rows`` as JSONL at ``path`` atomically (temp file + rename: a crash leaves
     the old file or the new one, never half of one) and return its manifest. The method
@@ -411,7 +321,7 @@ def write_dataset(
             "beside them) survived filtering. Run `selftaught run TASKS` to collect some first."
         )
     kinds = Counter(row_kind(row) for row in rows)
-    method: DatasetMethod = "sft+dpo" if len(kinds) == 2 else next(iter(kinds))
+    method: Method = "sft+dpo" if len(kinds) == 2 else next(iter(kinds))
     path = Path(path).expanduser().resolve()
     data = serialize_rows(rows)
     write_atomic(path, data)

@@ -37,9 +37,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.adapters import adapter_dir
 from core.errors import ConfigError, StoreError
-from finetune.dataset import DatasetManifest
 from core.files import write_atomic
+from finetune.dataset import DatasetManifest
 
 ADAPTERS_DIR = "adapters"
 INDEX_FILE = "registry.json"
@@ -97,6 +98,17 @@ class AdapterManifest(BaseModel):
         )
 
 
+class ResolvedAdapter(BaseModel):
+    """An ``--adapter`` choice made concrete: what to report and what to load."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    """``none`` (the base model), a registered name, or the directory as given."""
+    path: Path | None
+    """The adapter directory to load (absolute), or None for the base model."""
+
+
 class AdapterRegistry:
     """The adapters under ``home / "adapters"`` (``home`` is the data directory)."""
 
@@ -121,24 +133,40 @@ class AdapterRegistry:
     def path(self, name: str) -> Path:
         """The adapter directory of ``name`` (``ConfigError`` if unknown or missing on disk)."""
         self.get(name)
-        directory = self.root / name
-        if not (directory / "adapter_config.json").is_file():
-            raise ConfigError(
-                f"adapter {name} is registered but {directory} is missing or damaged; "
-                "retrain it or restore the directory"
-            )
-        return directory
+        return adapter_dir(self.root / name, fix=f"retrain adapter {name} or restore its directory")
 
-    def resolve(self, name: str | None) -> Path | None:
-        """The directory for ``--adapter NAME|champion|none``: None for ``none`` (or None),
-        the champion's directory for ``champion`` (None while there is no champion: the
-        base model is then the incumbent), else ``path(name)``."""
-        if name is None or name.strip().lower() == "none":
-            return None
-        if name.strip().lower() == "champion":
-            champion = self.champion()
-            return self.path(champion.name) if champion else None
-        return self.path(name)
+    def resolve(self, name: str | None, generator: str) -> ResolvedAdapter:
+        """The adapter that ``--adapter NAME|champion|none|PATH`` means for ``generator``
+        (a model id). The one place that answers "which adapter?":
+
+        * ``none`` (or None): no adapter, the base model.
+        * ``champion``: the champion when there is one trained on ``generator``; else no
+          adapter (the base model is then the incumbent).
+        * a registered name: that adapter; ``ConfigError`` when it was trained on another
+          base model.
+        * a PEFT adapter directory on disk: that directory, as given.
+
+        Anything else is ``ConfigError`` listing the registered names."""
+        key = (name or "none").strip()
+        if key.lower() == "none":
+            return ResolvedAdapter(label="none", path=None)
+        index = self._read()
+        if key.lower() == "champion":
+            champion = next((m for m in index.values() if m.status == "champion"), None)
+            if champion is None or champion.base_model != generator:
+                return ResolvedAdapter(label="none", path=None)
+            return ResolvedAdapter(label=champion.name, path=self.path(champion.name))
+        if key in index:
+            if index[key].base_model != generator:
+                raise ConfigError(
+                    f"adapter {key} was trained on {index[key].base_model}, but the generator is "
+                    f"{generator}; use --model {index[key].base_model} or another adapter")
+            return ResolvedAdapter(label=key, path=self.path(key))
+        if Path(key).expanduser().is_dir():
+            return ResolvedAdapter(label=key, path=adapter_dir(key))
+        names = ", ".join(sorted(index)) or "none yet"
+        raise ConfigError(f"adapter {key!r} not found: give a registered name ({names}), "
+                          "champion, none, or a PEFT adapter directory")
 
     def next_name(self) -> str:
         """The next free automatic name: ``a0001``, ``a0002``, ... (one past the highest)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from core.errors import ConfigError
-from finetune.train import StageResult, TrainConfig
+from finetune.settings import StageResult, TrainConfig
 
 
 def _load(base_dir: Path, bf16: bool):

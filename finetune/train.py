@@ -4,8 +4,8 @@
 the completion tokens, TRL's default for that format), ``DPOTrainer`` (preference
 pairs), or both in turn (``sft+dpo``: DPO starts from the SFT adapter and uses it as its
 reference). LoRA goes on every linear layer by default (peft's ``"all-linear"``). This
-module is the public API (settings, results, ``train_lora``, the command line); the
-trainer runs themselves are in ``finetune.stages``.
+module is the entry point (``train_lora`` and the command line); the settings and
+result records are in ``finetune.settings``, the trainer runs in ``finetune.stages``.
 
 Guarantees:
 
@@ -45,99 +45,14 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from core.adapters import adapter_dir
 from core.errors import ConfigError
 from finetune.dataset import Row, read_dataset, row_kind
-
-Method = Literal["sft", "dpo", "sft+dpo"]
-METHODS: tuple[str, ...] = ("sft", "dpo", "sft+dpo")
-
-
-class TrainConfig(BaseModel):
-    """LoRA and optimizer settings for one training run."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-    lora_r: int = Field(16, ge=1)
-    """LoRA rank."""
-    lora_alpha: int = Field(32, ge=1)
-    """LoRA scaling numerator (the update is scaled by ``lora_alpha / lora_r``)."""
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    """Dropout on the LoRA branch during training."""
-    target_modules: str | list[str] = "all-linear"
-    """Modules that get LoRA: ``"all-linear"`` (every linear layer but the output head)
-    or a list of module names such as ``["q_proj", "v_proj"]``."""
-    learning_rate: float = Field(2e-4, gt=0.0)
-    """Peak learning rate for SFT (linear decay to zero)."""
-    dpo_learning_rate: float = Field(5e-5, gt=0.0)
-    """Peak learning rate for DPO; lower than SFT because DPO pushes on log-ratios."""
-    epochs: float = Field(3.0, gt=0.0)
-    """Passes over the dataset (per stage)."""
-    max_steps: int | None = Field(None, ge=1)
-    """Stop after this many optimizer steps (overrides ``epochs``); for smoke tests."""
-    batch_size: int = Field(8, ge=1)
-    """Examples per device per forward pass."""
-    grad_accum: int = Field(1, ge=1)
-    """Forward passes per optimizer step."""
-    max_length: int = Field(512, ge=8)
-    """Tokens per example (prompt + completion); longer examples are cut at the end."""
-    seed: int = 0
-    """Seed for LoRA initialization and data order."""
-    dpo_beta: float = Field(0.1, gt=0.0)
-    """DPO's beta: how far the policy may move from the reference."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass: less memory, ~20-30% slower. Worth it
-    only for models that do not fit otherwise."""
-    logging_steps: int = Field(10, ge=1)
-    """Optimizer steps between loss reports on the progress bar."""
-
-
-class StageResult(BaseModel):
-    """One trainer run (SFT or DPO)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    stage: Literal["sft", "dpo"]
-    examples: int
-    steps: int
-    epochs: float
-    tokens: int
-    """Tokens processed: dataset tokens (DPO: prompt twice + chosen + rejected) x epochs."""
-    seconds: float
-    """Training-loop seconds as the trainer measured them (excludes loading)."""
-    tokens_per_s: float
-    loss: float
-    """The last logged training loss (the mean over the run when nothing was logged)."""
-    mean_loss: float
-    """Mean training loss over the whole run."""
-    metrics: dict[str, float] = Field(default_factory=dict)
-    """The trainer's last log entry (e.g. DPO's ``rewards/accuracies``)."""
-
-
-class TrainResult(BaseModel):
-    """What ``train_lora`` produced."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    adapter_dir: str
-    """The finished PEFT adapter directory (adapter_config.json + adapter_model.safetensors)."""
-    base: str
-    """The base model directory the adapter applies to."""
-    method: Method
-    device: str
-    bf16: bool
-    hyper: TrainConfig
-    stages: list[StageResult]
-    loss: float
-    """The final stage's last logged loss."""
-    tokens: int
-    seconds: float
-    tokens_per_s: float
-    """All stages' tokens over all stages' training seconds."""
-
+from finetune.settings import METHODS, Method, StageResult, TrainConfig, TrainResult
 
 # -- base models ---------------------------------------------------------------------------
 
@@ -238,9 +153,8 @@ def train_lora(
     if out_dir.exists():
         raise ConfigError(f"{out_dir} already exists; choose another adapter name or remove it")
     sft, dpo = split_rows(read_dataset(dataset_path), method)
-    if init_adapter is not None and not (Path(init_adapter) / "adapter_config.json").is_file():
-        raise ConfigError(f"{init_adapter} is not a PEFT adapter directory (no adapter_config.json); "
-                          "name an adapter that training saved")
+    if init_adapter is not None:
+        init_adapter = adapter_dir(init_adapter, fix="name an adapter that training saved")
     _stay_offline()
 
     from accelerate import PartialState

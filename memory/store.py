@@ -30,8 +30,8 @@ BUSY_TIMEOUT_MS = 30_000
 """How long a writer waits for another connection's write lock before failing."""
 
 
-class RunSummary(BaseModel):
-    """What a run has produced so far. ``model_dump(mode="json")`` is the ``run --json`` shape.
+class RunTotals(BaseModel):
+    """What a run has stored so far (the runner's ``RunSummary`` adds the plan and errors).
 
     ``total`` counts stored trajectories (finished tasks), not the tasks the run planned
     (that is ``RunRecord.total``).
@@ -98,7 +98,7 @@ class TrajectoryStore(Protocol):
         """How many trajectories are stored (in one run, or in all)."""
         ...
 
-    def run_summary(self, run_id: str) -> RunSummary:
+    def run_totals(self, run_id: str) -> RunTotals:
         """Totals for one run; an unknown id raises ``ConfigError``."""
         ...
 
@@ -359,7 +359,7 @@ class SQLiteStore:
         where, params = _where(run_id=run_id)
         return int(self._read(f"SELECT COUNT(*) FROM trajectories{where}", params)[0][0])
 
-    def run_summary(self, run_id: str) -> RunSummary:
+    def run_totals(self, run_id: str) -> RunTotals:
         if not self._read("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)):
             raise _unknown_run(run_id)
         # One statement, so the totals and the histogram come from one snapshot even
@@ -381,7 +381,7 @@ class SQLiteStore:
                 solved += n
                 if solved_at is not None:
                     histogram[int(solved_at)] = histogram.get(int(solved_at), 0) + n
-        return RunSummary(
+        return RunTotals(
             run_id=run_id, total=total, solved=solved, unsolved=total - solved,
             solved_at=histogram, tokens=tokens, seconds=seconds,
         )

@@ -15,8 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import ConfigError
-from finetune.dataset import Completion
-from finetune.train import Method, TrainConfig
+from finetune.settings import Method, Target, TrainConfig
 
 CONFIG_FILE_NAME = "selftaught.toml"
 DEFAULT_MODEL = "local/smollm2"
@@ -103,11 +102,11 @@ class DistillConfig(_Section):
     """sft (the verified replies), dpo (verified vs failed replies) or sft+dpo."""
     max_per_family: int | None = Field(512, ge=1)
     """At most this many training examples per task family (None: no cap)."""
-    completion: Completion = "reply"
+    completion: Target = "reply"
     """What a short-answer example teaches: the verified reply (its reasoning, then the
     answer line), the answer line alone, or (``worked``) the task's worked solution and
-    the answer line. A small model's reasoning after a revealed reference is often a
-    rationalization not worth learning (benchmarks/RESULTS.md, issue 4)."""
+    the answer line. (A small model's reasoning after a revealed reference can be a
+    rationalization not worth learning; ``answer`` and ``worked`` avoid training on it.)"""
     start: Literal["base", "champion"] = "base"
     """Where a new adapter's training starts: a new LoRA adapter on the base model, or
     the champion's adapter trained further (so ``improve`` rounds build on each other;

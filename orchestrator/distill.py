@@ -17,9 +17,10 @@ from typing import Any
 
 from agents.local.resolve import is_local
 from core.errors import ConfigError
-from finetune.dataset import build_rows, prompt_hashes, write_dataset
+from core.leakage import prompt_hashes
+from finetune.dataset import build_rows, write_dataset
 from finetune.registry import AdapterManifest, AdapterRegistry, check_name
-from finetune.train import Method
+from finetune.settings import Method
 from core.records import Task, Trajectory
 from memory.store import TrajectoryStore
 from orchestrator.config import Config

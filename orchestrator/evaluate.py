@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from core.records import RunRecord, Task
 from memory.store import open_store
 from orchestrator.config import Config, with_overrides
-from orchestrator.runner import RoleModels, execute_run, new_run_id, run_settings, usable_champion
+from orchestrator.runner import RoleModels, execute_run, new_run_id, resolve_adapter, run_settings
 
 EVAL_STORE = "evals.db"
 
@@ -47,17 +47,6 @@ def eval_config(config: Config, adapter: str | None) -> Config:
     })
 
 
-def adapter_label(config: Config, adapter: str | None) -> str:
-    """The name an evaluation reports: ``champion`` becomes the champion's name, or
-    ``none`` when the base model is the incumbent (see ``runner.resolve_adapter``)."""
-    if adapter is None or adapter.strip().lower() == "none":
-        return "none"
-    if adapter.strip().lower() == "champion":
-        champion = usable_champion(config)
-        return champion.name if champion else "none"
-    return adapter
-
-
 async def evaluate(
     config: Config,
     tasks: list[Task],
@@ -68,7 +57,7 @@ async def evaluate(
 ) -> EvalResult:
     """pass@1 on ``tasks`` (described by ``spec``) with ``adapter`` (name, ``champion``,
     ``none``/None or a directory). Raises ``ConfigError`` for an unknown adapter."""
-    label = adapter_label(config, adapter)
+    label = resolve_adapter(config, adapter or "none").label
     cfg = eval_config(config, label)
     started = time.monotonic()
     with open_store(config.home, EVAL_STORE) as store:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, Field
 
 from core.errors import ConfigError
-from finetune.dataset import prompt_hash, prompt_hashes
+from core.leakage import check_leakage, prompt_hashes
 from finetune.registry import AdapterRegistry
 from core.records import RunRecord, Task
 from memory.store import TrajectoryStore, open_store
@@ -92,17 +92,9 @@ def check_suites(suites: Suites) -> None:
     or the holdout is empty: the gate would be meaningless."""
     if not suites.holdout:
         raise ConfigError(f"--holdout {suites.holdout_spec} has no tasks; give a holdout suite")
-    hashes = prompt_hashes([*suites.holdout, *suites.retention])
-    leaked = [t.id for t in [*suites.train, *suites.rehearsal] if prompt_hash(t.prompt) in hashes]
-    if leaked:
-        shown = ", ".join(leaked[:10]) + (f", ... ({len(leaked) - 10} more)" if len(leaked) > 10 else "")
-        raise ConfigError(
-            f"{len(leaked)} training or rehearsal task(s) have the same prompt as a holdout or "
-            f"retention task "
-            f"({shown}): training on them would make the gate meaningless. Use training and "
-            "evaluation suites that do not overlap (small reasoning-gym configs repeat prompts; "
-            "item i of seed S is item 0 of seed S+i, so use seeds far apart) or a JSONL file "
-            "without those tasks.")
+    check_leakage([*suites.train, *suites.rehearsal],
+                  prompt_hashes([*suites.holdout, *suites.retention]),
+                  what="training or rehearsal")
 
 
 async def improve(
@@ -142,7 +134,7 @@ async def improve(
             started = time.monotonic()
             run = await _collect(config, suites, store, models)
             collect_runs.append(run.run_id)
-            solved = store.run_summary(run.run_id).solved
+            solved = store.run_totals(run.run_id).solved
             seconds["collect"] = time.monotonic() - started
 
             trajectories = [t for r in collect_runs for t in store.trajectories(run_id=r)]
@@ -161,7 +153,7 @@ async def improve(
                 started = time.monotonic()
                 rehearsal = await _rehearse(config, suites, store, models)
                 rehearsal_runs.append(rehearsal.run_id)
-                rehearsed = {"rehearsal_kept": store.run_summary(rehearsal.run_id).solved,
+                rehearsed = {"rehearsal_kept": store.run_totals(rehearsal.run_id).solved,
                              "rehearsal_total": len(suites.rehearsal)}
                 seconds["rehearse"] = time.monotonic() - started
             note(number, "distilling")

@@ -11,15 +11,15 @@ from functools import partial
 
 from langgraph.runtime import Runtime
 
-from agents.generator import Draft, generate_attempt
+from agents.generator import generate_attempt
 from agents.hint_giver import give_hint, reveals_answer_only
 from agents.model import GenerationParams
 from agents.prompts import generator_messages
 from critics.critic import critique as write_critique
-from critics.extract import extract_answer
+from core.answer_format import extract_answer
 from critics.registry import verify as run_verifier
 from core.errors import ModelError, SandboxError
-from core.records import Attempt, Trajectory, Verdict
+from core.records import Attempt, Generation, Trajectory, Verdict
 from core.secrets import scrub_secrets, secret_scrubber
 from orchestrator.routing import stop_reason, temperature_for
 from orchestrator.state import LoopContext, LoopState
@@ -53,7 +53,7 @@ async def generate(state: LoopState, runtime: Rt) -> dict:
         )
     except ModelError as exc:
         # A provider failure after retries is a failed attempt, not the end of the run.
-        draft = Draft(messages=messages, reply="", answer="", model=ctx.generator.model_id,
+        draft = Generation(messages=messages, reply="", answer="", model=ctx.generator.model_id,
                       adapter=ctx.adapter, temperature=params.temperature,
                       error=scrub_secrets(str(exc)))
     tokens = state.get("tokens", 0) + draft.prompt_tokens + draft.completion_tokens
@@ -134,23 +134,11 @@ async def record(state: LoopState, runtime: Rt) -> dict:
     return {}
 
 
-def _attempt(index: int, draft: Draft, verdict: Verdict) -> Attempt:
+def _attempt(index: int, draft: Generation, verdict: Verdict) -> Attempt:
     scrub = secret_scrubber()
-    return Attempt(
-        index=index,
-        messages=[{**m, "content": scrub(m["content"])} for m in draft.messages],
-        reply=scrub(draft.reply),
-        answer=scrub(draft.answer),
-        verdict=verdict,
-        model=draft.model,
-        adapter=draft.adapter,
-        temperature=draft.temperature,
-        prompt_tokens=draft.prompt_tokens,
-        completion_tokens=draft.completion_tokens,
-        latency_s=draft.latency_s,
-        resamples=draft.resamples,
-        error=draft.error,
-    )
+    scrubbed = {"messages": [{**m, "content": scrub(m["content"])} for m in draft.messages],
+                "reply": scrub(draft.reply), "answer": scrub(draft.answer)}
+    return Attempt(**{**draft.model_dump(), **scrubbed}, index=index, verdict=verdict)
 
 
 def _elapsed(state: LoopState, started: float) -> float:

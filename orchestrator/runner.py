@@ -17,10 +17,10 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from agents.generator import Draft
 from agents.litellm_model import make_chat_model
 from agents.local.resolve import is_local
 from agents.model import ChatModel
@@ -31,6 +31,9 @@ from memory.store import TrajectoryStore
 from orchestrator.config import Config
 from orchestrator.graph import build_graph
 from orchestrator.state import LoopContext, LoopState, Retriever
+
+if TYPE_CHECKING:
+    from finetune.registry import ResolvedAdapter
 
 STEPS_PER_ATTEMPT = 4  # generate, verify, critique, hint
 
@@ -81,7 +84,7 @@ async def execute_run(
     models = models or build_models(config)
     context = LoopContext(generator=models.generator, critic=models.critic,
                           hint_giver=models.hint_giver, judge=models.judge, loop=config.loop,
-                          store=store, run_id=run.run_id, adapter=resolve_adapter(config),
+                          store=store, run_id=run.run_id, adapter=_adapter_path(config),
                           retrieve=retrieve)
     errors: list[str] = []
     semaphore = asyncio.Semaphore(config.run.concurrency)
@@ -117,7 +120,7 @@ async def execute_run(
 
 def summarize(store: TrajectoryStore, run: RunRecord, *, seconds: float, errors: list[str]) -> RunSummary:
     """The whole run's counts (resumed parts included); ``seconds`` is this call's wall time."""
-    stored = store.run_summary(run.run_id)
+    stored = store.run_totals(run.run_id)
     return RunSummary(
         run_id=run.run_id,
         total=run.total,
@@ -128,6 +131,11 @@ def summarize(store: TrajectoryStore, run: RunRecord, *, seconds: float, errors:
         seconds=round(seconds, 3),
         errors=errors,
     )
+
+
+def _adapter_path(config: Config) -> str | None:
+    path = resolve_adapter(config).path
+    return None if path is None else str(path)
 
 
 def _initial_state(task: Task, config: Config) -> LoopState:
@@ -163,44 +171,13 @@ def build_models(config: Config) -> RoleModels:
                       hint_giver=make(settings.hint), judge=make(settings.judge or settings.critic))
 
 
-def usable_champion(config: Config):
-    """The champion's manifest when there is one trained on the generator model, else
-    None (the base model is then the incumbent)."""
+def resolve_adapter(config: Config, name: str | None = None) -> ResolvedAdapter:
+    """The adapter ``name`` (default ``run.adapter``) means for the configured generator;
+    see ``finetune.registry.AdapterRegistry.resolve``."""
     from finetune.registry import AdapterRegistry
 
-    champion = AdapterRegistry(config.home).champion()
-    return champion if champion and champion.base_model == config.models.generator else None
-
-
-def resolve_adapter(config: Config) -> str | None:
-    """The generator's adapter directory for ``run.adapter``: None for ``none`` (or
-    unset); for ``champion`` the champion's directory when there is one and it was
-    trained on the generator model, else None (the base model is the incumbent); a
-    registered adapter's directory by name; or a PEFT directory given as a path.
-    ``ConfigError`` for an unknown name or a registered adapter of another base."""
-    from finetune.registry import AdapterRegistry
-
-    name = (config.run.adapter or "none").strip()
-    registry = AdapterRegistry(config.home)
-    generator = config.models.generator
-    if name.lower() == "none":
-        return None
-    if name.lower() == "champion":
-        champion = usable_champion(config)
-        return str(registry.path(champion.name).resolve()) if champion else None
-    adapters = {m.name: m for m in registry.list()}
-    if name in adapters:
-        if adapters[name].base_model != generator:
-            raise ConfigError(f"adapter {name} was trained on {adapters[name].base_model}, but "
-                              f"the generator is {generator}; use --model "
-                              f"{adapters[name].base_model} or another adapter")
-        return str(registry.path(name).resolve())
-    path = Path(name).expanduser()
-    if (path / "adapter_config.json").is_file():
-        return str(path.resolve())
-    names = ", ".join(adapters) or "none yet"
-    raise ConfigError(f"adapter {name!r} not found: give a registered name ({names}), "
-                      "champion, none, or a PEFT adapter directory")
+    chosen = config.run.adapter if name is None else name
+    return AdapterRegistry(config.home).resolve(chosen, config.models.generator)
 
 
 @asynccontextmanager
@@ -213,7 +190,7 @@ async def _checkpointer(path: Path):
     # Only our own record types may be revived from a checkpoint.
     serde = JsonPlusSerializer(allowed_msgpack_modules=[
         records.Task, records.VerifierSpec, records.Privileged, records.Verdict,
-        records.Hint, records.Attempt, Draft,
+        records.Hint, records.Attempt, records.Generation,
     ])
     async with aiosqlite.connect(path) as conn:
         await conn.execute("PRAGMA journal_mode=WAL")

@@ -6,9 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypedDict
 
-from agents.generator import Draft
 from agents.model import ChatModel
-from core.records import Attempt, HintPolicy, Task
+from core.records import Attempt, Generation, HintPolicy, Task
 from memory.store import TrajectoryStore
 from orchestrator.config import LoopConfig
 
@@ -20,7 +19,7 @@ class LoopState(TypedDict, total=False):
     hint_policy: HintPolicy
     lessons: list[str]
     attempts: list[Attempt]
-    draft: Draft | None
+    draft: Generation | None
     tokens: int
     """Tokens spent on this task so far, every role included."""
     seconds: float

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from critics.extract import extract_answer, extract_code, last_boxed, last_number
+from core.answer_format import extract_answer, extract_code, last_boxed, last_number
 
 SHORT_CASES = [
     # (reply, expected answer)

@@ -7,15 +7,13 @@ import json
 import pytest
 
 from agents.prompts import generator_messages
-from critics.extract import extract_answer
+from core.answer_format import extract_answer, normalize_reply
 from core.errors import ConfigError
+from core.leakage import prompt_hash, prompt_hashes
 from finetune.dataset import (
     DatasetManifest,
     build_rows,
     dpo_rows,
-    normalize_reply,
-    prompt_hash,
-    prompt_hashes,
     read_dataset,
     sft_rows,
     write_dataset,

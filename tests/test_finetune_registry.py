@@ -11,7 +11,7 @@ import pytest
 from core.errors import ConfigError, StoreError
 from finetune import registry as registry_module
 from finetune.dataset import DatasetManifest
-from finetune.registry import AdapterManifest, AdapterRegistry
+from finetune.registry import AdapterManifest, AdapterRegistry, ResolvedAdapter
 
 
 def trained_dir(root: Path, label: str) -> Path:
@@ -77,7 +77,7 @@ def test_add_refuses_bad_input(reg, tmp_path):
 def test_unknown_names_are_config_errors_listing_the_names(reg, tmp_path):
     add(reg, tmp_path, "a0001")
     add(reg, tmp_path, "a0002")
-    for call in (reg.get, reg.path, reg.promote, reg.resolve, lambda n: reg.set_eval(n, {})):
+    for call in (reg.get, reg.path, reg.promote, lambda n: reg.resolve(n, BASE), lambda n: reg.set_eval(n, {})):
         with pytest.raises(ConfigError) as err:
             call("nope")
         assert "nope" in str(err.value) and "a0001, a0002" in str(err.value)
@@ -112,15 +112,44 @@ def test_promote_and_rollback_walk_the_champion_history(reg, tmp_path):
     assert copy["status"] == "champion"
 
 
-def test_resolve_handles_names_champion_and_none(reg, tmp_path):
-    assert reg.resolve(None) is None and reg.resolve("none") is None
-    assert reg.resolve("champion") is None  # no champion yet: the base model
+BASE = "local/smollm2"
+
+
+def test_resolve_handles_names_champion_none_and_paths(reg, tmp_path):
+    base_model = ResolvedAdapter(label="none", path=None)
+    assert reg.resolve(None, BASE) == base_model and reg.resolve("none", BASE) == base_model
+    assert reg.resolve("champion", BASE) == base_model  # no champion yet: the base model
     add(reg, tmp_path, "a0001")
     add(reg, tmp_path, "a0002")
-    assert reg.resolve("a0002") == reg.path("a0002")
+    assert reg.resolve("a0002", BASE) == ResolvedAdapter(label="a0002", path=reg.path("a0002").resolve())
     reg.promote("a0001")
-    assert reg.resolve("champion") == reg.path("a0001")
-    assert reg.resolve("NONE") is None
+    assert reg.resolve(" Champion ", BASE) == ResolvedAdapter(label="a0001", path=reg.path("a0001").resolve())
+    assert reg.resolve("NONE", BASE) == base_model
+    # A directory on disk is taken as given; one that is not an adapter is refused.
+    loose = trained_dir(tmp_path, "loose")
+    assert reg.resolve(str(loose), BASE) == ResolvedAdapter(label=str(loose), path=loose.resolve())
+    with pytest.raises(ConfigError, match="not a LoRA adapter directory"):
+        reg.resolve(str(tmp_path), BASE)
+    with pytest.raises(ConfigError, match=r"'nosuch' not found.*a0001, a0002"):
+        reg.resolve("nosuch", BASE)
+
+
+def test_resolve_checks_the_base_model(reg, tmp_path):
+    add(reg, tmp_path, "a0001")
+    reg.promote("a0001")
+    # The champion of another base is not the incumbent of this generator...
+    assert reg.resolve("champion", "local/other") == ResolvedAdapter(label="none", path=None)
+    # ...and naming it for that generator is an error that says what to do.
+    with pytest.raises(ConfigError, match="trained on local/smollm2.*--model local/smollm2"):
+        reg.resolve("a0001", "local/other")
+
+
+def test_resolve_reports_a_missing_directory(reg, tmp_path):
+    add(reg, tmp_path, "a0001")
+    for leftover in (reg.root / "a0001").iterdir():
+        leftover.unlink()
+    with pytest.raises(ConfigError, match="retrain adapter a0001 or restore its directory"):
+        reg.resolve("a0001", BASE)
 
 
 def test_set_eval_merges_results(reg, tmp_path):

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from agents.prompts import generator_messages
 from core.errors import ConfigError
 from finetune.dataset import build_rows, write_dataset
-from finetune.train import TrainConfig, main, resolve_base, train_lora
+from finetune.settings import TrainConfig
+from finetune.train import main, resolve_base, train_lora
 from core.records import Attempt, Task, Trajectory, Verdict, VerifierSpec
 
 torch = pytest.importorskip("torch")
@@ -276,7 +277,7 @@ def test_bad_requests_are_config_errors_before_any_training(tiny_base, datasets,
         train_lora(tiny_base, datasets["sft"], tmp_path / "x", method="dpo")
     with pytest.raises(ConfigError, match="not a Hugging Face model directory"):
         train_lora(tmp_path, datasets["sft"], tmp_path / "x")
-    with pytest.raises(ConfigError, match="not a PEFT adapter directory"):
+    with pytest.raises(ConfigError, match="not a LoRA adapter directory"):
         train_lora(tiny_base, datasets["sft"], tmp_path / "x", init_adapter=taken)
     with pytest.raises(ConfigError, match="distillation needs local weights"):
         resolve_base("openai/gpt-4o-mini")
@@ -307,7 +308,7 @@ def test_command_line_entry_point(tiny_base, datasets, tmp_path, capsys):
     assert code == 0
     assert json.loads((further / "adapter_config.json").read_text())["r"] == 4  # out's rank
     assert main(args[:-1] + [str(tmp_path / "bad"), "--init-adapter", str(tmp_path)]) == 2
-    assert "not a PEFT adapter directory" in capsys.readouterr().err
+    assert "not a LoRA adapter directory" in capsys.readouterr().err
 
 
 def test_python_dash_m_runs_the_entry_point(tiny_base, datasets, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agents.prompts import generator_messages
-from critics.extract import extract_answer
+from core.answer_format import extract_answer
 from critics.registry import verify
 from core.records import RunRecord
 from memory.store import SQLiteStore

@@ -37,7 +37,7 @@ from core.records import (
     Verdict,
     VerifierSpec,
 )
-from memory.store import RunSummary, SQLiteStore, TrajectoryStore, open_store
+from memory.store import RunTotals, SQLiteStore, TrajectoryStore, open_store
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -288,7 +288,7 @@ def test_count(store: TrajectoryStore) -> None:
     assert store.count("nope") == 0
 
 
-def test_run_summary(store: TrajectoryStore) -> None:
+def test_run_totals(store: TrajectoryStore) -> None:
     store.create_run(make_run("run-1"))
     store.create_run(make_run("run-2"))
     store.add_trajectory(make_trajectory("run-1", "a", solved_at=1, attempts=1, tokens=10, seconds=0.5))
@@ -296,18 +296,18 @@ def test_run_summary(store: TrajectoryStore) -> None:
     store.add_trajectory(make_trajectory("run-1", "c", solved_at=2, attempts=3, tokens=30, seconds=1.5))
     store.add_trajectory(make_trajectory("run-1", "d", solved_at=None, attempts=3, tokens=40, seconds=2.0))
     store.add_trajectory(make_trajectory("run-2", "a", tokens=1000))
-    summary = store.run_summary("run-1")
-    assert summary == RunSummary(run_id="run-1", total=4, solved=3, unsolved=1,
+    summary = store.run_totals("run-1")
+    assert summary == RunTotals(run_id="run-1", total=4, solved=3, unsolved=1,
                                  solved_at={1: 1, 2: 2}, tokens=100, seconds=5.0)
     assert summary.model_dump(mode="json")["solved_at"] == {"1": 1, "2": 2}
     empty = make_run("run-3")
     store.create_run(empty)
-    assert store.run_summary("run-3") == RunSummary(run_id="run-3")
+    assert store.run_totals("run-3") == RunTotals(run_id="run-3")
 
 
-def test_run_summary_of_unknown_run(store: TrajectoryStore) -> None:
+def test_run_totals_of_unknown_run(store: TrajectoryStore) -> None:
     with pytest.raises(ConfigError, match="nope"):
-        store.run_summary("nope")
+        store.run_totals("nope")
 
 
 def test_list_and_get_runs(store: TrajectoryStore) -> None:

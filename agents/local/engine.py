@@ -25,6 +25,7 @@ from pathlib import Path
 
 from agents.local.batcher import Batcher, BatchStats
 from agents.local.resolve import ModelSource, resolve_local_model
+from core.adapters import adapter_dir
 from core.errors import ConfigError
 
 MAX_ADAPTERS = 8
@@ -223,18 +224,9 @@ def _load_source(source: ModelSource) -> tuple:
 
 
 def validate_adapter(adapter: str | None) -> str | None:
-    """The adapter directory as an absolute path, or ``ConfigError`` if it is not a
-    PEFT adapter directory. Cheap: file-system checks only."""
-    if adapter is None:
-        return None
-    path = Path(adapter).expanduser()
-    if not (path / "adapter_config.json").is_file():
-        raise ConfigError(
-            f"LoRA adapter `{adapter}` not found: expected a directory with "
-            "adapter_config.json (as written by peft's save_pretrained). Check the path, "
-            "or list trained adapters with `selftaught adapters list`."
-        )
-    return str(path.resolve())
+    """The adapter directory as an absolute path (None for no adapter); ``ConfigError``
+    if it is not a PEFT adapter directory. Cheap: file-system checks only."""
+    return None if adapter is None else str(adapter_dir(adapter))
 
 
 _ENGINES: dict[str, LocalEngine] = {}
