@@ -7,7 +7,6 @@ go to stderr. Heavy modules are imported inside commands so ``--help`` stays fas
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -117,25 +116,16 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Grade answers someone already has (no model needed)."""
-    from orchestrator.answers import grade, load_answers
-    from orchestrator.suites import load_tasks
+    from orchestrator.answers import grade_file
 
-    loaded = load_tasks(spec)
-    given = load_answers(answers)
-    unknown = sorted(set(given) - {t.id for t in loaded})
-    if unknown:
-        raise ConfigError(f"{answers} has answers for ids that are not in {spec}: "
-                          f"{', '.join(unknown[:10])}; fix the ids or the task spec.")
-    results = asyncio.run(grade(loaded, given))
-    passed = sum(r.passed for r in results)
+    report = grade_file(spec, answers)
     if as_json:
-        _print_json({"total": len(results), "passed": passed,
-                     "results": [r.model_dump(mode="json") for r in results]})
+        _print_json(report.model_dump(mode="json"))
     else:
-        table = Table(title=f"{passed}/{len(results)} passed")
+        table = Table(title=f"{report.passed}/{report.total} passed")
         for column in ("id", "passed", "score", "feedback"):
             table.add_column(column, overflow="fold")
-        for r in results:
+        for r in report.results:
             mark = "[green]yes[/]" if r.passed else "[red]no[/]"
             table.add_row(r.id, mark, f"{r.score:.2f}", r.feedback[:200])
         out.print(table)
@@ -198,18 +188,11 @@ def eval_(
     as_json: JsonOpt = False,
 ) -> None:
     """pass@1 with no hints, no memory, one greedy attempt per task."""
-    from finetune.registry import AdapterRegistry
-    from orchestrator.evaluate import evaluate
-    from orchestrator.suites import load_tasks
+    from orchestrator.evaluate import evaluate_spec
 
     cfg = _config(config, {"models.generator": model, "run.concurrency": concurrency})
-    tasks = load_tasks(spec)
-    with err.status(f"evaluating {len(tasks)} tasks"):
-        result = asyncio.run(evaluate(cfg, tasks, spec=spec, adapter=adapter or cfg.run.adapter))
-    registry = AdapterRegistry(cfg.home)
-    if result.adapter in {m.name for m in registry.list()}:  # kept per spec in the manifest
-        earlier = registry.get(result.adapter).evaluation.get("eval", {})
-        registry.set_eval(result.adapter, {"eval": {**earlier, spec: result.model_dump(mode="json")}})
+    with err.status(f"evaluating {spec}"):
+        result = evaluate_spec(cfg, spec, adapter or cfg.run.adapter)
     if as_json:
         _print_json(result.model_dump(mode="json"))
         return
@@ -234,17 +217,11 @@ def distill(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a LoRA adapter from verified trajectories; it joins the registry as a candidate."""
-    from memory.store import open_store
-    from orchestrator.distill import collect_trajectories
-    from orchestrator.distill import distill as run_distill
-    from orchestrator.suites import load_tasks
+    from orchestrator.distill import distill_runs
 
     cfg = _config(config, {"distill.method": method, "distill.train.epochs": epochs,
                            "distill.start": start})
-    exclude = load_tasks(holdout) if holdout else []
-    with open_store(cfg.home) as store:
-        trajectories = collect_trajectories(store, run_ids)
-    manifest = run_distill(cfg, trajectories, name=name, exclude=exclude)
+    manifest = distill_runs(cfg, run_ids=run_ids, holdout=holdout, name=name)
     if as_json:
         _print_json(manifest.model_dump(mode="json"))
         return
@@ -278,23 +255,17 @@ def improve(
 ) -> None:
     """Collect with reference hints, distill, gate on holdout/retention; promote or not.
     Exits 1 when no round promoted its candidate."""
-    from orchestrator.improve import Suites
-    from orchestrator.improve import improve as run_improve
-    from orchestrator.suites import load_tasks
+    from orchestrator.improve import improve_specs
 
     cfg = _config(config, {"improve.rounds": rounds, "improve.margin": margin,
                            "improve.tolerance": tolerance, "run.concurrency": concurrency,
                            "distill.start": start})
-    suites = Suites(train_spec=spec, train=load_tasks(spec), holdout_spec=holdout,
-                    holdout=load_tasks(holdout), retention_spec=retention,
-                    retention=load_tasks(retention) if retention else [],
-                    rehearsal_spec=rehearsal, rehearsal=load_tasks(rehearsal) if rehearsal else [])
-
     def on_stage(round_no: int, what: str) -> None:
         label = f"round {round_no}: " if round_no else ""
         err.print(f"[bold]{label}{what}[/]", highlight=False)
 
-    report = asyncio.run(run_improve(cfg, suites, on_stage=on_stage))
+    report = improve_specs(cfg, spec, holdout=holdout, retention=retention,
+                           rehearsal=rehearsal, on_stage=on_stage)
     if as_json:
         _print_json(report.model_dump(mode="json"))
     else:
@@ -382,15 +353,9 @@ def _print_run_summary(summary) -> None:
 @runs_app.command("list")
 def runs_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Show runs, newest first."""
-    from memory.store import open_store
+    from orchestrator.runs import list_runs
 
-    cfg = _config(config)
-    store = open_store(cfg.home)
-    rows = []
-    for r in store.list_runs():
-        stored = store.count(run_id=r.run_id)
-        rows.append({"run_id": r.run_id, "status": r.status, "tasks": r.tasks_spec,
-                     "done": stored, "total": r.total, "created_at": r.created_at.isoformat()})
+    rows = [r.model_dump(mode="json") for r in list_runs(_config(config))]
     if as_json:
         _print_json({"runs": rows})
         return
@@ -411,21 +376,13 @@ def memory_export(
     config: ConfigOpt = None,
 ) -> None:
     """Write trajectories as chat-message JSONL (the format TRL reads)."""
-    from memory.export import export_trajectories
-    from memory.store import open_store
+    from orchestrator.memory_ops import export
 
-    cfg = _config(config)
-    n = export_trajectories(open_store(cfg.home), file, run_id=run_id, only_verified=verified_only)
+    n = export(_config(config), file, run_id=run_id, verified_only=verified_only)
     err.print(f"wrote {n} trajectories to {file}")
 
 
 # -- adapters ------------------------------------------------------------------------------
-
-
-def _adapter_registry(config: Path | None):
-    from finetune.registry import AdapterRegistry
-
-    return AdapterRegistry(_config(config).home)
 
 
 def _eval_summary(evaluation: dict[str, Any]) -> str:
@@ -441,12 +398,12 @@ def _eval_summary(evaluation: dict[str, Any]) -> str:
 @adapters_app.command("list")
 def adapters_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Show trained adapters, oldest first, and which one is champion."""
-    registry = _adapter_registry(config)
-    manifests = registry.list()
-    champion = next((m.name for m in manifests if m.status == "champion"), None)
+    from orchestrator.adapters import list_adapters
+
+    listing = list_adapters(_config(config))
+    manifests, champion = listing.adapters, listing.champion
     if as_json:
-        _print_json({"adapters": [m.model_dump(mode="json") for m in manifests],
-                     "champion": champion})
+        _print_json(listing.model_dump(mode="json"))
         return
     if not manifests:
         out.print("no adapters yet; train one with `selftaught distill`", highlight=False)
@@ -471,14 +428,9 @@ def adapters_show(
     """Print one adapter's full manifest."""
     from rich.pretty import Pretty
 
-    registry = _adapter_registry(config)
-    if name.strip().lower() == "champion":
-        manifest = registry.champion()
-        if manifest is None:
-            raise ConfigError("no adapter is champion yet; promote one with "
-                              "`selftaught adapters promote NAME`")
-    else:
-        manifest = registry.get(name)
+    from orchestrator.adapters import show_adapter
+
+    manifest = show_adapter(_config(config), name)
     data = manifest.model_dump(mode="json")
     if as_json:
         _print_json(data)
@@ -499,24 +451,23 @@ def adapters_promote(
     config: ConfigOpt = None,
 ) -> None:
     """Make an adapter the champion; the old champion is retired."""
-    registry = _adapter_registry(config)
-    before = registry.champion()
-    promoted = registry.promote(name)
-    if before is not None and before.name == promoted.name:
-        out.print(f"{promoted.name} is already champion", highlight=False)
+    from orchestrator.adapters import promote
+
+    done = promote(_config(config), name)
+    if done.before == done.champion.name:
+        out.print(f"{done.champion.name} is already champion", highlight=False)
     else:
-        out.print(f"{promoted.name} is now champion (was {promoted.previous_champion or 'none'})",
+        out.print(f"{done.champion.name} is now champion (was {done.before or 'none'})",
                   highlight=False)
 
 
 @adapters_app.command("rollback")
 def adapters_rollback(config: ConfigOpt = None) -> None:
     """Retire the champion and restore the adapter it replaced."""
-    registry = _adapter_registry(config)
-    before = registry.champion()
-    restored = registry.rollback()
-    retired = before.name if before is not None else "the previous champion"
-    out.print(f"{restored.name} is champion again; {retired} is retired", highlight=False)
+    from orchestrator.adapters import rollback
+
+    done = rollback(_config(config))
+    out.print(f"{done.champion.name} is champion again; {done.before} is retired", highlight=False)
 
 
 if __name__ == "__main__":

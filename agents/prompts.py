@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.answer_format import clip, evaluation_messages, retry_message
+from core.answer_format import MAX_FEEDBACK_CHARS, clip, evaluation_messages, retry_message
 from core.records import Attempt, HintPolicy, Message, Task
-
-MAX_FEEDBACK_CHARS = 1200
 
 
 def generator_messages(
@@ -30,23 +28,6 @@ def generator_messages(
         messages.append({"role": "assistant", "content": attempt.reply})
         messages.append({"role": "user", "content": retry_message(task, attempt)})
     return messages
-
-
-def critic_messages(task: Task, attempt: Attempt, *, with_feedback: bool) -> list[Message]:
-    """Ask the critic what is wrong with a failed attempt. The critic never sees
-    privileged material; with ``with_feedback`` it sees the verifier's own text."""
-    parts = [
-        f"Problem:\n{task.prompt}",
-        f"Student's reply:\n{clip(attempt.reply, 2000)}",
-        f"The student's answer ({clip(attempt.answer, 200) or 'none'}) was checked and is wrong.",
-    ]
-    if with_feedback and attempt.verdict.feedback:
-        parts.append(f"Checker output:\n{clip(attempt.verdict.feedback, MAX_FEEDBACK_CHARS)}")
-    parts.append("In one or two sentences, say what is wrong.")
-    return [
-        {"role": "system", "content": "You find mistakes in solutions. Be brief and concrete."},
-        {"role": "user", "content": "\n\n".join(parts)},
-    ]
 
 
 def hint_messages(

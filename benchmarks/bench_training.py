@@ -5,7 +5,7 @@
 
 Training data goes through the real pipeline: 2-digit additions become ``Task`` records,
 each with a verified attempt ``"a + b = c\\nAnswer: c"``, then ``build_rows`` (the
-evaluation prompt from ``generator_messages``, leakage-checked against the holdout) and
+evaluation prompt from ``evaluation_messages``, leakage-checked against the holdout) and
 ``write_dataset``. Exact match is measured before and after on held-out additions with
 greedy generation through transformers directly (the answer taken with
 ``core.answer_format.extract_answer``, as the verifiers do).
@@ -70,7 +70,7 @@ def exact_match(base: Path, adapter: Path | None, tasks: list[Task], max_new_tok
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agents.prompts import generator_messages
+    from core.answer_format import evaluation_messages
 
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
     tokenizer.padding_side = "left"
@@ -80,7 +80,7 @@ def exact_match(base: Path, adapter: Path | None, tasks: list[Task], max_new_tok
 
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
-    texts = [tokenizer.apply_chat_template(generator_messages(t), tokenize=False,
+    texts = [tokenizer.apply_chat_template(evaluation_messages(t), tokenize=False,
                                            add_generation_prompt=True) for t in tasks]
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     started = time.perf_counter()

@@ -95,6 +95,11 @@ def cut_retry_echo(reply: str) -> str:
     return reply if match is None else reply[: match.start()].rstrip()
 
 
+MAX_FEEDBACK_CHARS = 1200
+"""Verifier output (e.g. failing tests) shown in a critic's or hint-giver's prompt is cut
+to this many characters."""
+
+
 def clip(text: str, limit: int) -> str:
     """``text`` stripped and cut to ``limit`` characters (with ``...``)."""
     text = text.strip()

@@ -7,8 +7,9 @@ goes to the hint-giver as one input among others rather than straight to the gen
 from __future__ import annotations
 
 from agents.model import ChatModel, GenerationParams, Usage
-from agents.prompts import critic_messages
-from core.records import Attempt, Task
+from core.answer_format import MAX_FEEDBACK_CHARS, clip
+from core.records import Attempt, Message, Task
+
 
 async def critique(
     model: ChatModel, task: Task, attempt: Attempt, *, with_feedback: bool, max_tokens: int = 96
@@ -19,3 +20,20 @@ async def critique(
         GenerationParams(temperature=0.0, max_tokens=max_tokens),
     )
     return completion.text.strip(), completion.usage
+
+
+def critic_messages(task: Task, attempt: Attempt, *, with_feedback: bool) -> list[Message]:
+    """Ask the critic what is wrong with a failed attempt. The critic never sees
+    privileged material; with ``with_feedback`` it sees the verifier's own text."""
+    parts = [
+        f"Problem:\n{task.prompt}",
+        f"Student's reply:\n{clip(attempt.reply, 2000)}",
+        f"The student's answer ({clip(attempt.answer, 200) or 'none'}) was checked and is wrong.",
+    ]
+    if with_feedback and attempt.verdict.feedback:
+        parts.append(f"Checker output:\n{clip(attempt.verdict.feedback, MAX_FEEDBACK_CHARS)}")
+    parts.append("In one or two sentences, say what is wrong.")
+    return [
+        {"role": "system", "content": "You find mistakes in solutions. Be brief and concrete."},
+        {"role": "user", "content": "\n\n".join(parts)},
+    ]

@@ -9,14 +9,14 @@ final answers: they go to the verifier as they are, with no extraction.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import ConfigError
-from core.records import Task
+from core.records import Task, Verdict, VerifierSpec
 from orchestrator.jsonl_tasks import read_jsonl
 
 NO_ANSWER_FEEDBACK = "no answer given"
@@ -31,6 +31,14 @@ class GradeResult(BaseModel):
     passed: bool
     score: float = Field(ge=0.0, le=1.0)
     feedback: str = ""
+
+
+class GradeReport(BaseModel):
+    """What ``selftaught verify --json`` prints."""
+
+    total: int
+    passed: int
+    results: list[GradeResult]
 
 
 class _AnswerLine(BaseModel):
@@ -88,7 +96,8 @@ def check_answer_ids(tasks: Sequence[Task], answers: Mapping[str, str]) -> None:
 
 
 async def grade(
-    tasks: Sequence[Task], answers: Mapping[str, str], *, concurrency: int = 4
+    tasks: Sequence[Task], answers: Mapping[str, str], *, concurrency: int = 4,
+    verify: Callable[[str, VerifierSpec], Awaitable[Verdict]] | None = None,
 ) -> list[GradeResult]:
     """Grade each task's answer with its verifier; one result per task, in task order.
 
@@ -96,13 +105,15 @@ async def grade(
     that match no task raise :class:`ConfigError` before anything is verified (see
     :func:`check_answer_ids`). At most ``concurrency`` verifications run at once. An
     error raised by a verifier (e.g. ``SandboxError``, ``ModelError``) propagates and
-    the verifications still running are cancelled.
+    the verifications still running are cancelled. ``verify`` defaults to
+    ``critics.registry.verify`` (tests hand in a stand-in).
     """
     if concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {concurrency}.")
     check_answer_ids(tasks, answers)
-    # Imported here so this module loads without critics (and its heavy imports).
-    from critics.registry import verify
+    if verify is None:
+        # Imported here so this module loads without critics (and its heavy imports).
+        from critics.registry import verify
 
     gate = asyncio.Semaphore(concurrency)
 
@@ -124,3 +135,13 @@ async def grade(
             job.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         raise
+
+
+def grade_file(spec: str, answers_path: str | Path) -> GradeReport:
+    """Grade the answers in the JSONL file ``answers_path`` against the tasks of ``spec``
+    (see :func:`grade`)."""
+    from orchestrator.suites import load_tasks
+
+    tasks = load_tasks(spec)
+    results = asyncio.run(grade(tasks, load_answers(answers_path)))
+    return GradeReport(total=len(results), passed=sum(r.passed for r in results), results=results)

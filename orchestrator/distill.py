@@ -108,6 +108,21 @@ def distill(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def distill_runs(
+    config: Config, *, run_ids: Sequence[str] | None = None, holdout: str | None = None,
+    name: str | None = None,
+) -> AdapterManifest:
+    """``selftaught distill``: :func:`distill` on the trajectories of ``run_ids`` (default:
+    every stored run), refusing the tasks of the ``holdout`` spec."""
+    from memory.store import open_store
+    from orchestrator.suites import load_tasks
+
+    exclude = load_tasks(holdout) if holdout else []
+    with open_store(config.home) as store:
+        trajectories = collect_trajectories(store, run_ids)
+    return distill(config, trajectories, name=name, exclude=exclude)
+
+
 def start_adapter(config: Config, registry: AdapterRegistry, base_model: str) -> str | None:
     """The adapter training continues (``distill.start``), or None for a new one;
     ``ConfigError`` for a champion of another base model."""

@@ -75,3 +75,19 @@ async def evaluate(
         per_family={f: sum(v) / len(v) for f, v in sorted(by_family.items())},
         run_id=run.run_id, seconds=round(time.monotonic() - started, 3),
     )
+
+
+def evaluate_spec(config: Config, spec: str, adapter: str | None) -> EvalResult:
+    """:func:`evaluate` on the tasks of ``spec``; the result is also kept in a registered
+    adapter's manifest, under ``evaluation.eval[spec]``."""
+    import asyncio
+
+    from finetune.registry import AdapterRegistry
+    from orchestrator.suites import load_tasks
+
+    result = asyncio.run(evaluate(config, load_tasks(spec), spec=spec, adapter=adapter))
+    registry = AdapterRegistry(config.home)
+    if result.adapter in {m.name for m in registry.list()}:
+        earlier = registry.get(result.adapter).evaluation.get("eval", {})
+        registry.set_eval(result.adapter, {"eval": {**earlier, spec: result.model_dump(mode="json")}})
+    return result

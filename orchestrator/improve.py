@@ -200,6 +200,22 @@ async def improve(
                          champion=champion.name if champion else None)
 
 
+def improve_specs(
+    config: Config, train: str, *, holdout: str, retention: str | None = None,
+    rehearsal: str | None = None, on_stage: OnStage | None = None,
+) -> ImproveReport:
+    """``selftaught improve``: :func:`improve` on the suites the specs name."""
+    import asyncio
+
+    from orchestrator.suites import load_tasks
+
+    suites = Suites(train_spec=train, train=load_tasks(train), holdout_spec=holdout,
+                    holdout=load_tasks(holdout), retention_spec=retention,
+                    retention=load_tasks(retention) if retention else [],
+                    rehearsal_spec=rehearsal, rehearsal=load_tasks(rehearsal) if rehearsal else [])
+    return asyncio.run(improve(config, suites, on_stage=on_stage))
+
+
 async def _collect(config: Config, suites: Suites, store: TrajectoryStore, models: RoleModels) -> RunRecord:
     """One reference-hint run over the training tasks with the current champion."""
     cfg = with_overrides(config, {"loop.hints": "reference", "run.adapter": "champion"})

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.records import RunRecord
+from pydantic import BaseModel
+
+from core.records import RunRecord, RunStatus
 from memory.store import open_store
 from orchestrator.config import Config, with_overrides
 from orchestrator.runner import OnTrajectory, RunSummary, execute_run, new_run_id, run_settings
@@ -45,3 +47,25 @@ def start_or_resume(
     if on_start is not None:
         on_start(run.run_id, len(tasks), len(store.finished_task_ids(run.run_id)))
     return asyncio.run(execute_run(config, tasks, store, run, on_trajectory=on_trajectory))
+
+
+class RunListing(BaseModel):
+    """One line of ``selftaught runs list``."""
+
+    run_id: str
+    status: RunStatus
+    tasks: str
+    """The TASKS spec the run was started with."""
+    done: int
+    """Tasks with a stored trajectory."""
+    total: int
+    created_at: str
+
+
+def list_runs(config: Config) -> list[RunListing]:
+    """Every run in the data directory, newest first, with how far each got."""
+    with open_store(config.home) as store:
+        return [RunListing(run_id=r.run_id, status=r.status, tasks=r.tasks_spec,
+                           done=store.count(run_id=r.run_id), total=r.total,
+                           created_at=r.created_at.isoformat())
+                for r in store.list_runs()]

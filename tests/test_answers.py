@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-import types
 
 import pytest
 
@@ -25,7 +23,7 @@ def make_task(task_id: str, expected: str) -> Task:
 
 
 @pytest.fixture
-def fake_verify(monkeypatch):
+def fake_verify():
     """Stands in for ``critics.registry.verify``: exact match, recording concurrency."""
     state = {"calls": [], "in_flight": 0, "max_in_flight": 0}
 
@@ -40,9 +38,7 @@ def fake_verify(monkeypatch):
         ok = answer == spec.params["expected"]
         return Verdict(passed=ok, score=1.0 if ok else 0.0, feedback="" if ok else f"expected {spec.params['expected']}")
 
-    module = types.ModuleType("critics.registry")
-    module.verify = verify
-    monkeypatch.setitem(sys.modules, "critics.registry", module)
+    state["verify"] = verify
     return state
 
 
@@ -90,7 +86,7 @@ def test_load_answers_missing_or_empty(tmp_path):
 async def test_grade_in_task_order_with_missing_answers(fake_verify):
     tasks = [make_task(f"t{i}", str(i)) for i in range(6)]
     answers = {"t0": "0", "t1": "wrong", "t3": "3", "t4": "4", "t5": "5"}
-    results = await grade(tasks, answers, concurrency=2)
+    results = await grade(tasks, answers, concurrency=2, verify=fake_verify["verify"])
     assert [r.id for r in results] == [t.id for t in tasks]
     assert [r.passed for r in results] == [True, False, False, True, True, True]
     assert results[1] == GradeResult(id="t1", passed=False, score=0.0, feedback="expected 1")
@@ -105,7 +101,7 @@ async def test_grade_rejects_answers_for_unknown_tasks(fake_verify):
     answers = {"t0": "0", "ghost": "1", "rg/x/0/0": "2"}
     assert unknown_answer_ids(tasks, answers) == ["ghost", "rg/x/0/0"]
     with pytest.raises(ConfigError) as caught:
-        await grade(tasks, answers)
+        await grade(tasks, answers, verify=fake_verify["verify"])
     assert "ghost" in str(caught.value) and "rg/x/0/0" in str(caught.value)
     assert fake_verify["calls"] == []
 
@@ -113,9 +109,9 @@ async def test_grade_rejects_answers_for_unknown_tasks(fake_verify):
 async def test_grade_propagates_verifier_errors_unwrapped(fake_verify):
     tasks = [make_task("t0", "0"), make_task("t1", "1")]
     with pytest.raises(SandboxError):
-        await grade(tasks, {"t0": "boom", "t1": "1"})
+        await grade(tasks, {"t0": "boom", "t1": "1"}, verify=fake_verify["verify"])
 
 
 async def test_grade_rejects_bad_concurrency(fake_verify):
     with pytest.raises(ConfigError, match="concurrency"):
-        await grade([make_task("t0", "0")], {"t0": "0"}, concurrency=0)
+        await grade([make_task("t0", "0")], {"t0": "0"}, concurrency=0, verify=fake_verify["verify"])

@@ -14,19 +14,7 @@ from pathlib import Path
 
 import pytest
 
-SELFTAUGHT = str(Path(sys.executable).parent / "selftaught")
-
-
-def cli(*args: str, cwd: Path, timeout_s: float = 300, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "SELFTAUGHT_HOME": str(cwd / "home"), **env}
-    return subprocess.run([SELFTAUGHT, *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout_s)
-
-
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
+from tests.support import cli, jsonl
 
 @pytest.fixture(scope="module")
 def humaneval_problems():
@@ -37,7 +25,7 @@ def humaneval_problems():
 
 def test_verify_grades_humaneval_canonical_as_passed_and_wrong_as_failed(tmp_path, humaneval_problems):
     p0, p1 = humaneval_problems["HumanEval/0"], humaneval_problems["HumanEval/1"]
-    answers = _jsonl(tmp_path / "answers.jsonl", [
+    answers = jsonl(tmp_path / "answers.jsonl", [
         {"id": "HumanEval/0", "answer": p0["prompt"] + p0["canonical_solution"]},
         {"id": "HumanEval/1", "answer": p1["prompt"] + "    return []\n"},
     ])
@@ -66,13 +54,13 @@ HOSTILE = {
 def test_verify_contains_hostile_answers(tmp_path):
     target = tmp_path / "outside.txt"
     tests = "def check(candidate):\n    assert candidate() == 1\n"
-    tasks = _jsonl(tmp_path / "tasks.jsonl", [
+    tasks = jsonl(tmp_path / "tasks.jsonl", [
         {"id": name, "prompt": "Write solve().", "answer_format": "code",
          "verifier": {"type": "python_tests",
                       "params": {"tests": tests, "entry_point": "solve", "timeout_s": 3}}}
         for name in HOSTILE
     ])
-    answers = _jsonl(tmp_path / "answers.jsonl", [
+    answers = jsonl(tmp_path / "answers.jsonl", [
         {"id": name, "answer": code.replace("{target}", str(target))} for name, code in HOSTILE.items()
     ])
     secret = "sk-test-" + "q" * 32

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from finetune.registry import AdapterRegistry
-from tests import test_cli
-from tests.test_finetune_registry import manifest, trained_dir
+from tests.support import cli as run_cli
+from tests.support import manifest, trained_dir
 
 
 def cli(*args: str, cwd: Path, **env: str):
     """The real command; a wide terminal so rich does not wrap the text asserted on."""
-    return test_cli.cli(*args, cwd=cwd, **{"COLUMNS": "200", **env})
+    return run_cli(*args, cwd=cwd, **{"COLUMNS": "200", **env})
 
 
 @pytest.fixture

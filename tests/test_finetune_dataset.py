@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agents.prompts import generator_messages
+from core.answer_format import evaluation_messages
 from core.answer_format import extract_answer, normalize_reply
 from core.errors import ConfigError
 from core.leakage import prompt_hash, prompt_hashes
@@ -59,7 +59,7 @@ def test_sft_rows_use_the_evaluation_prompt_and_the_verified_reply():
     assert len(rows) == 1
     row = rows[0]
     # Exactly what the generator sees at evaluation: no lessons, no history, no hint.
-    assert row["prompt"] == generator_messages(task(1))
+    assert row["prompt"] == evaluation_messages(task(1))
     assert "hint" not in json.dumps(row["prompt"]).lower()
     assert row["completion"] == [{"role": "assistant", "content": "1 + 3 = 4\nAnswer: 4"}]
     assert (row["trajectory_id"], row["task_id"], row["family"]) == ("traj-1", "t1", "add")
@@ -197,7 +197,7 @@ def test_dpo_pairs_prefer_the_verified_reply_over_a_failed_one():
     rows = dpo_rows([hinted(1)])
     assert len(rows) == 1
     row = rows[0]
-    assert row["prompt"] == generator_messages(task(1))
+    assert row["prompt"] == evaluation_messages(task(1))
     assert row["chosen"] == [{"role": "assistant", "content": "1 + 3 = 4\nAnswer: 4"}]
     assert row["rejected"] == [{"role": "assistant", "content": "It is 5.\nAnswer: 5"}]
     assert row["rejected_trajectory_id"] == row["trajectory_id"]

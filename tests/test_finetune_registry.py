@@ -12,26 +12,7 @@ from core.errors import ConfigError, StoreError
 from finetune import registry as registry_module
 from finetune.dataset import DatasetManifest
 from finetune.registry import AdapterManifest, AdapterRegistry, ResolvedAdapter
-
-
-def trained_dir(root: Path, label: str) -> Path:
-    """A directory shaped like peft's save_pretrained output."""
-    directory = root / f"trained-{label}"
-    directory.mkdir(parents=True)
-    (directory / "adapter_config.json").write_text(json.dumps({"r": 16, "label": label}))
-    (directory / "adapter_model.safetensors").write_bytes(b"weights-" + label.encode())
-    return directory
-
-
-def manifest(name: str = "ignored") -> AdapterManifest:
-    dataset = DatasetManifest(
-        method="sft", path="/data/d.jsonl", sha256="0" * 64, rows=3, sft_rows=3,
-        trajectory_ids=["x", "y"], task_ids=["t1"], counts_per_family={"add": 3},
-    )
-    return AdapterManifest(
-        name=name, base_model="local/smollm2", method="sft", dataset=dataset,
-        hyper={"lora_r": 16}, train_loss=0.5, tokens_per_s=120.0,
-    )
+from tests.support import manifest, trained_dir
 
 
 @pytest.fixture

@@ -14,83 +14,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agents.prompts import generator_messages
 from core.errors import ConfigError
 from finetune.dataset import build_rows, write_dataset
 from finetune.settings import TrainConfig
 from finetune.train import main, resolve_base, train_lora
-from core.records import Attempt, Task, Trajectory, Verdict, VerifierSpec
+from core.answer_format import evaluation_messages
+from tests.support import QUICK, make_task, make_trajectory
 
 torch = pytest.importorskip("torch")
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
-    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-QUICK = TrainConfig(max_steps=3, batch_size=4, learning_rate=5e-3, logging_steps=1)
-
-
-def make_task(i: int) -> Task:
-    return Task(id=f"add/{i}", prompt=f"What is {i} + {i + 7}?", family="add",
-                verifier=VerifierSpec(type="exact", params={"expected": str(2 * i + 7)}))
-
-
-def make_trajectory(i: int) -> Trajectory:
-    right, wrong = 2 * i + 7, 2 * i + 8
-    attempts = [
-        Attempt(index=1, messages=[], reply=f"Maybe {wrong}.\nAnswer: {wrong}", answer=str(wrong),
-                verdict=Verdict(passed=False, score=0.0), model="m"),
-        Attempt(index=2, messages=[], reply=f"{i} + {i + 7} = {right}\nAnswer: {right}",
-                answer=str(right), verdict=Verdict(passed=True, score=1.0), model="m"),
-    ]
-    return Trajectory(run_id="r", task=make_task(i), attempts=attempts, outcome="solved",
-                      hint_policy="critique", generator_model="m", critic_model="m",
-                      hint_model="m", stop_reason="verified")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two OpenMP threads on a shared 2-core machine can be 100x slower for tiny ops
-    # (each barrier waits for a descheduled thread); one thread is fast and predictable.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    """A saved tiny Llama + tokenizer with a ChatML template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    out = tmp_path_factory.mktemp("tiny-base")
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    corpus = [m["content"] for i in range(40) for m in generator_messages(make_task(i))]
-    corpus += [a.reply for i in range(40) for a in make_trajectory(i).attempts]
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    ))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
-        pad_token="<|im_end|>", unk_token="<|endoftext|>",
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(out)
-    config = LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, vocab_size=len(tokenizer), max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    return out
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict[str, Path]:
@@ -136,7 +68,7 @@ def _snapshot(model) -> dict:
 
 
 def _logits(model, tokenizer):
-    text = tokenizer.apply_chat_template(generator_messages(make_task(3)), tokenize=False,
+    text = tokenizer.apply_chat_template(evaluation_messages(make_task(3)), tokenize=False,
                                          add_generation_prompt=True)
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():

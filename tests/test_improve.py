@@ -25,7 +25,9 @@ from orchestrator.config import (
 from orchestrator.evaluate import EVAL_STORE
 from orchestrator.improve import Suites, improve
 from orchestrator.runner import RoleModels
-from tests.test_finetune_train import QUICK, make_task, one_thread, tiny_base  # noqa: F401
+from tests.support import QUICK, make_task
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mul_task(i: int) -> Task:

@@ -10,7 +10,7 @@ import pytest
 
 from finetune.registry import AdapterRegistry
 from orchestrator.gate import decide
-from tests.test_cli import cli
+from tests.support import cli
 
 pytestmark = pytest.mark.model
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.prompts import generator_messages
+from core.answer_format import evaluation_messages
 from core.answer_format import extract_answer
 from critics.registry import verify
 from core.records import RunRecord
@@ -46,7 +46,7 @@ async def test_real_model_run_stores_complete_trajectories(tmp_path):
         assert [a.index for a in t.attempts] == list(range(1, len(t.attempts) + 1))
         for a in t.attempts:
             assert a.error is None and a.model == "local/smollm2"
-            assert a.messages[:2] == generator_messages(t.task)  # the evaluation prompt
+            assert a.messages[:2] == evaluation_messages(t.task)  # the evaluation prompt
             assert a.reply.strip(), "the raw reply is kept"
             assert a.answer == extract_answer(a.reply, answer_format="short")
             again = await verify(a.answer, t.task.verifier)
