@@ -72,9 +72,7 @@ def reveal_line(privileged: Privileged) -> str:
     """The sentence that reveals the reference answer in a hint (pure). A worked solution
     comes with it as the reason: replies that carry the working ("8 * 9 = 72") are what
     distillation can teach, where a 135M model's own "explanation" of a given answer is
-    a rationalization with nothing to learn. (Of the phrasings tried on 48 arithmetic
-    tasks, this one solved the most at attempt 2; an instruction to "write this working"
-    was copied into replies, and the working alone without the answer solved fewer.)"""
+    a rationalization with nothing to learn."""
     reference = (privileged.reference_answer or "").strip()
     worked = (privileged.worked_solution or "").strip()
     if worked:

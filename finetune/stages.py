@@ -112,8 +112,8 @@ def _lean_sft_trainer(base: type) -> type:
     devices where TRL's fused LM head has no Triton kernel (CPU, MPS).
 
     Off Triton, the fused head scores every position (prompt included) in chunks and
-    recomputes them in the backward pass: on the 2-core CPU a SmolLM2 step took ~1.4x
-    as long as with the plain loss. The labels are the same (TRL masks the prompt with
+    recomputes them in the backward pass, which makes a step markedly slower than with
+    the plain loss. The labels are the same (TRL masks the prompt with
     -100 when it tokenizes), so the loss is the same; only TRL's entropy and token
     accuracy metrics are not logged there."""
     from transformers import Trainer

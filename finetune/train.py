@@ -19,7 +19,7 @@ Guarantees:
 * Device is chosen automatically (cuda, then mps, then cpu); bf16 only on a CUDA device
   that supports it (on CPUs without bf16 units it is slower than fp32).
 * On CUDA the loss is TRL's fused LM head; on CPU/MPS (no Triton kernel, where it is
-  ~1.4x slower per step) transformers' plain causal-LM loss on the same labels.
+  slower per step) transformers' plain causal-LM loss on the same labels.
 * Progress is transformers' own tqdm bar; stdout is redirected to stderr while
   training, so a ``--json`` caller's stdout stays clean.
 

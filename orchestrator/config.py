@@ -91,8 +91,8 @@ class RunConfig(_Section):
     (``exit``), or after every step, in the background (``async``) or waiting
     (``sync``). Finished tasks are never redone in any mode (the trajectory store
     decides); the mode decides whether a resume keeps the finished attempts of tasks
-    that were in flight. ``exit`` costs about a third of the others per attempt
-    (benchmarks/RESULTS.md); ``async`` pays off when attempts are expensive."""
+    that were in flight. ``exit`` writes least; ``async`` pays off when attempts are
+    expensive."""
 
 
 class DistillConfig(_Section):

@@ -1,7 +1,7 @@
 """The promotion rule: a pure function from evaluation scores to a decision.
 
-Reasons print scores with two decimals and differences with three, so a loss of one
-task in 48 (-0.021) is not shown as equal to a tolerance of 0.02."""
+Reasons print scores with two decimals and differences with three, so a loss just over
+the tolerance is not shown as equal to it."""
 
 from __future__ import annotations
 

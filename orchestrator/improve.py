@@ -9,7 +9,7 @@ One round:
    With a rehearsal suite, the champion then answers its tasks alone (one greedy
    attempt, no hints, like ``eval``): the ones it gets right are replayed in training,
    so the candidate keeps what the model already knew (training on one family's
-   worked lines otherwise overwrites neighbouring facts: benchmarks/RESULTS.md).
+   lines otherwise overwrites neighbouring facts).
 2. **distill**: train a fresh LoRA adapter on the base model (or, with ``distill.start
    = "champion"``, continue the champion's) from the verified trajectories of every
    round so far (evaluation prompts only: no hints in them).

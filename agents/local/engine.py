@@ -146,8 +146,8 @@ class LocalEngine:
         """Context in which the returned model generates with ``adapter`` (or none).
 
         Entered around every forward, so it switches peft's state only when it changes:
-        peft's own ``disable_adapter()`` context costs ~86 ms per use on the embedded
-        model (it inspects every module), as much as a whole decode step."""
+        peft's own ``disable_adapter()`` context inspects every module on each use, which
+        costs as much as a whole decode step of the embedded model."""
         if adapter is None and self._peft is None:
             return nullcontext(self._model)
         if adapter is not None:

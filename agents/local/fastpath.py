@@ -2,10 +2,8 @@
 
 The output projection (``lm_head``, vocab x hidden: 49152 x 576 for SmolLM2) is the
 single largest matmul of a decode step. On CPU, PyTorch's default fp32 GEMM handles
-this tall, skinny shape poorly; oneDNN's linear kernel runs it about twice as fast
-(measured on a 2-core AVX2 machine: 51 -> 26 ms per step at batch 32, which is about
-+15% generation throughput). The results agree to float rounding, so greedy outputs
-are unchanged.
+this tall, skinny shape poorly; oneDNN's linear kernel runs it much faster. The
+results agree to float rounding, so greedy outputs are unchanged.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """A KV cache that appends in place, for decoding many rows at once.
 
 transformers' ``DynamicLayer`` appends each step's keys and values with ``torch.cat``,
-which copies the whole cache every step: at 16 rows that was ~20% of a decode step of
-the embedded model on CPU (``benchmarks/bench_engine_costs.py``). ``SpareLayer`` writes
+which copies the whole cache every step, a large share of a decode step on a CPU when
+many rows run at once. ``SpareLayer`` writes
 into spare columns of a buffer instead and exposes the filled part as a view; the
 buffer doubles when full, so copies are rare. Values are the same as a
 ``DynamicLayer``'s; only where they live differs.

@@ -3,8 +3,8 @@ of them prefills only the rest.
 
 The loop's prompts repeat themselves: every generator prompt starts with the same
 system turn, and a retry is the previous attempt's conversation plus a reply and a
-retry turn. Prefill is compute-bound on a CPU (about 2 ms per token for the embedded
-model on 2 cores), so not recomputing a shared prefix is the cheapest speed-up there is.
+retry turn. Prefill is compute-bound on a CPU, so not recomputing a shared prefix is
+the cheapest speed-up there is.
 
 Entries are per-layer ``(keys, values)`` of one sequence, shaped ``(1, heads, tokens,
 head_dim)``, with rotary positions already applied from position 0, so any prompt that
