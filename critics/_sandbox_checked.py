@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from critics._sandbox_host import capabilities
 from critics._sandbox_launch import Limits, Sandboxed, nproc_shared, start
 from critics.sandbox import SandboxResult, result_of
+from core.errors import SandboxError
 
 _PASS = re.compile(rb"pass ([0-9a-f]{64}) ([0-9]+)\n")
 
@@ -105,7 +106,14 @@ async def run_checked_async(solution_code: str, prompt_code: str, tests_code: st
 
 async def _converse(checker: Sandboxed, solution: Sandboxed, token: str) -> tuple[str | None, bytes]:
     """Reports, token, ready, go, then the checker's last word: ``(kill reason, line)``."""
-    await asyncio.gather(checker.read_report(), solution.read_report())
+    reports = await asyncio.gather(checker.read_report(), solution.read_report(),
+                                   return_exceptions=True)
+    for report in reports:
+        if isinstance(report, BaseException):
+            raise report
+    if "non-dumpable" not in checker.protections:
+        raise SandboxError("the checker process could not make itself non-dumpable, so its "
+                           f"run token would be readable: {checker.missing.get('non-dumpable')}")
     await checker.send(token.encode() + b"\n")
     ready = await checker.control_line()
     await solution.send(b"go\n" if ready == b"ready\n" else b"")

@@ -108,7 +108,10 @@ def become_monitor(control, role_fds):
     def stop(_signum, _frame):
         holder["stop"] = True
         if holder["pid"]:
-            os.kill(holder["pid"], signal.SIGKILL)
+            try:
+                os.kill(holder["pid"], signal.SIGKILL)
+            except OSError:  # already gone
+                pass
 
     stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     for signum in stops:
@@ -151,6 +154,7 @@ def confine(cfg, setup, control):
                                owner, "pidns" in entered)
         if mounts is not None:
             writable = mounts
+            setup.attempt("hidden-run", hide_run)
             for name, data in cfg["files_data"].items():
                 path = os.path.join(workdir, name)
                 with open(path, "wb") as handle:
@@ -173,6 +177,9 @@ def confine(cfg, setup, control):
                 setup.missing["landlock-net"] = "kernel Landlock ABI %d < 4" % abi
             if parts and abi < 6:
                 setup.missing["landlock-signals"] = "kernel Landlock ABI %d < 6" % abi
+    if not parts:
+        for name in ("landlock-net", "landlock-signals"):
+            setup.missing[name] = setup.missing.get("landlock", "Landlock is not active")
     try:
         drop_bounding_set()
         if is_root and uid is not None:
@@ -182,6 +189,10 @@ def confine(cfg, setup, control):
             drop_capabilities()
     except OSError as error:
         fatal(control, "cannot drop privileges: %s" % error)
+    if setup.wanted("seccomp"):
+        setup.attempt("seccomp-sockets", seccomp_sockets)
+    else:
+        setup.missing["seccomp-sockets"] = "disabled by the host"
     _set_limits(limits, "userns" in entered)
     if cfg["block_sockets"]:
         _block_internet_sockets()
@@ -252,7 +263,7 @@ def verify(cfg, setup, writable, landlock_parts):
               and os.getgroups() == [])
         setup.verified("drop-privileges", ok, "still running as uid %d" % os.geteuid())
     if "netns" in entered:
-        names = [name for _, name in socket.if_nameindex()]
+        names = network_interfaces()
         setup.verified("netns", names == ["lo"], "network interfaces: %s" % names)
     if "ipcns" in entered:
         setup.verified("ipcns", True, "")
@@ -261,11 +272,21 @@ def verify(cfg, setup, writable, landlock_parts):
         self_link = os.readlink("/proc/self") if os.path.exists("/proc/self") else ""
         setup.verified("private-proc", self_link == "1", "/proc shows the host's processes")
     if "private-tmp" not in setup.missing:
-        private, readonly = verify_mounts(writable)
+        private, readonly, run_hidden = verify_mounts(writable)
         setup.verified("private-tmp", private, "/tmp is not the sandbox's own tmpfs")
         setup.verified("readonly-fs", readonly, "a mount outside the sandbox is writable")
+        setup.verified("hidden-run", run_hidden, "/run is the host's")
     else:
-        setup.missing["readonly-fs"] = setup.missing["private-tmp"]
+        for name in ("readonly-fs", "hidden-run"):
+            setup.missing[name] = setup.missing["private-tmp"]
+    if "seccomp-sockets" not in setup.missing:
+        try:
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()
+            unix_refused = False
+        except PermissionError:
+            unix_refused = True
+        setup.verified("seccomp-sockets", status.get("Seccomp") == "2" and unix_refused,
+                       "a Unix-domain socket could be created")
     if "pidns" not in entered:
         setup.missing["private-proc"] = setup.missing.get("pidns", "no PID namespace")
     for part in landlock_parts:

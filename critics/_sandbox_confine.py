@@ -28,6 +28,7 @@ SYS_MOUNT_SETATTR = 442  # the same number on every architecture but alpha
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
 PR_SET_PDEATHSIG, PR_GET_DUMPABLE, PR_SET_DUMPABLE = 1, 3, 4
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 38, 47, 4
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 TMPFS_SOURCE = "selftaught-sbx"
 """Source name of the sandbox's own tmpfs mounts, looked for in mountinfo."""
 
@@ -115,6 +116,14 @@ def private_mounts(workdir, tmp_bytes, owner, with_proc):
     return writable
 
 
+def hide_run():
+    """An empty read-only tmpfs over /run: no service sockets (D-Bus, systemd, agents
+    under /run/user), no secrets a container keeps in /run/secrets."""
+    if os.path.isdir("/run") and not os.path.islink("/run"):
+        _mount(TMPFS_SOURCE, "/run", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+               "size=4k,nr_inodes=16,mode=755", "tmpfs on /run")
+
+
 def _unescape(field):
     # mountinfo writes space, tab, newline and backslash as octal escapes.
     return (field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
@@ -135,17 +144,18 @@ def read_mounts():
 
 
 def verify_mounts(writable):
-    """``(private_tmp, readonly_rest)`` as this process sees its mounts now: each
-    writable point's top mount is our own read-write tmpfs, and every other mount is
-    read-only (procfs included)."""
+    """``(private_tmp, readonly_rest, run_hidden)`` as this process sees its mounts
+    now: each writable point's top mount is our own read-write tmpfs, every other
+    mount is read-only (procfs included), /run is our own empty tmpfs."""
     top = {}
     for point, options, fstype, source in read_mounts():
         top[point] = (options, fstype, source)
-    private = all(point in top and top[point][1] == "tmpfs" and top[point][2] == TMPFS_SOURCE
-                  and "rw" in top[point][0] for point in writable)
+    ours = (lambda point: point in top and top[point][1] == "tmpfs"
+            and top[point][2] == TMPFS_SOURCE)
+    private = all(ours(point) and "rw" in top[point][0] for point in writable)
     readonly = all("ro" in options for point, (options, _, _) in top.items()
                    if point not in writable)
-    return private, readonly
+    return private, readonly, ours("/run") and not os.listdir("/run")
 
 
 # ---------------------------------------------------------------- landlock
@@ -197,6 +207,32 @@ def landlock(abi, writable_dirs, writable_files):
     return ["landlock"] + (["landlock-net"] if net else []) + (["landlock-signals"] if scoped else [])
 
 
+# ---------------------------------------------------------------- seccomp
+
+_AUDIT_ARCH = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}
+"""Machine -> (AUDIT_ARCH_*, the socket syscall number)."""
+
+
+def seccomp_sockets():
+    """A seccomp filter: ``socket()`` only for AF_INET and AF_INET6 (which the network
+    namespace leaves nowhere to go); any other family (Unix-domain sockets of host
+    services, vsock, netlink) and any non-native syscall ABI fail with EACCES.
+    Needs no_new_privs."""
+    arch, nr_socket = _AUDIT_ARCH[os.uname().machine]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, deny = 0x7FFF0000, 0x00050000 | 13  # SECCOMP_RET_ALLOW, RET_ERRNO(EACCES)
+    program = [(ld, 0, 0, 4), (jeq, 0, 7, arch),                # arch: deny a foreign ABI
+               (ld, 0, 0, 0), (jge, 5, 0, 0x40000000),           # nr: deny x32 calls
+               (jeq, 0, 3, nr_socket), (ld, 0, 0, 16),           # socket(): its family
+               (jeq, 1, 0, 2), (jeq, 0, 1, 10),                  # AF_INET, AF_INET6
+               (ret, 0, 0, allow), (ret, 0, 0, deny)]
+    code = b"".join(struct.pack("HBBI", *insn) for insn in program)
+    buffer = ctypes.create_string_buffer(code)
+    fprog = ctypes.create_string_buffer(
+        struct.pack("HxxxxxxQ", len(program), ctypes.addressof(buffer)), 16)
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), what="seccomp filter")
+
+
 # ---------------------------------------------------------------- privileges
 
 
@@ -223,6 +259,12 @@ def become(uid):
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
+
+
+def network_interfaces():
+    """The interfaces of this process's network namespace (from /proc/self/net/dev)."""
+    with open("/proc/self/net/dev") as handle:
+        return [line.split(":")[0].strip() for line in handle.readlines()[2:] if ":" in line]
 
 
 def status_fields():

@@ -28,7 +28,7 @@ from core.errors import SandboxError
 
 log = logging.getLogger("selftaught.sandbox")
 
-LAYERS = ("userns", "mountns", "netns", "ipcns", "pidns", "landlock")
+LAYERS = ("userns", "mountns", "netns", "ipcns", "pidns", "landlock", "seccomp")
 """Optional kernel layers the bootstrap tries (each verified; missing ones reported).
 Tests narrow this to see a missing layer reported."""
 _PARTS = ("_sandbox_confine.py", "_sandbox_wire.py", "_sandbox_child.py")

@@ -13,8 +13,12 @@ why any is missing; the host logs a warning the first time one is):
 
 * ``tempdir``: a fresh directory is the cwd and HOME, removed afterwards.
 * ``private-tmp``: /tmp, /var/tmp, /dev/shm and that directory are the run's own
-  tmpfs mounts; ``readonly-fs``: every other mount is read-only (mount namespace;
-  as a normal user inside a user namespace).
+  tmpfs mounts; ``readonly-fs``: every other mount is read-only; ``hidden-run``: /run
+  (service sockets, container secrets) is an empty read-only tmpfs (a mount
+  namespace; as a normal user inside a user namespace).
+* ``seccomp-sockets``: only internet sockets can be created, and the network
+  namespace leaves them nowhere to go: no Unix-domain socket to a host service
+  (a D-Bus session bus could start programs outside the sandbox), no vsock.
 * ``pidns`` and ``private-proc``: the code is pid 1 of a new PID namespace with its
   own /proc, so it can neither see nor signal anything outside; ending it ends every
   process it started. ``netns``: a new network namespace with only a loopback that

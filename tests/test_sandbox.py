@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,8 +35,8 @@ DROPS_PRIVILEGES = "drop-privileges" in PROTECTIONS
 REPO = Path(__file__).resolve().parents[1]
 EVERY_LAYER = {"tempdir", "scrubbed-env", "isolated-python", "rlimits", "new-session",
                "no-new-privs", "no-capabilities", "netns", "ipcns", "pidns", "private-proc",
-               "private-tmp", "readonly-fs", "landlock", "landlock-net", "landlock-signals",
-               "socket-audit-hook"}
+               "private-tmp", "readonly-fs", "hidden-run", "seccomp-sockets", "landlock",
+               "landlock-net", "landlock-signals", "socket-audit-hook"}
 
 
 def _spec_with_tests(tests: str = "def check(candidate):\n    assert candidate() == 1\n",
@@ -264,6 +265,41 @@ def solve():
     assert "socket refused" in verdict.details["stdout"]
 
 
+async def test_host_unix_sockets_are_out_of_reach() -> None:
+    # A service socket anyone may connect to (like a D-Bus bus or an agent), outside
+    # /tmp, /run and the user's home: only the seccomp filter stands in the way.
+    place = REPO / ".selftaught" / f"test-socket-{uuid.uuid4().hex[:8]}"
+    place.mkdir(mode=0o755, parents=True)
+    os.chmod(place, 0o755)
+    path = str(place / "service.sock")
+    abstract = f"\0selftaught-test-{uuid.uuid4().hex}"
+    listeners = []
+    try:
+        for address in (path, abstract):
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(address)
+            listener.listen(4)
+            listener.settimeout(0.3)
+            listeners.append(listener)
+        os.chmod(path, 0o777)
+        code = (f"import ctypes, socket\nfor address in ({path!r}, {abstract!r}):\n"
+                "    try:\n        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+                "        s.connect(address)\n        print('connected')\n"
+                "    except OSError as error:\n        print('refused', error.errno)\n"
+                "libc = ctypes.CDLL(None, use_errno=True)\n"
+                "print('raw', libc.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0))\n")
+        result = await run_python_async(code)
+        for listener in listeners:
+            with pytest.raises(socket.timeout):
+                listener.accept()[0].close()
+    finally:
+        for listener in listeners:
+            listener.close()
+        shutil.rmtree(place, ignore_errors=True)
+    assert result.ok, result.stderr
+    assert result.stdout.splitlines() == ["refused 13", "refused 13", "raw -1"], result.stdout
+
+
 async def test_environment_secrets_are_invisible(monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "sk-secret-" + uuid.uuid4().hex
     monkeypatch.setenv("OPENAI_API_KEY", secret)
@@ -344,7 +380,8 @@ async def test_a_layer_that_is_not_active_is_reported_missing(
 
     monkeypatch.setattr(launch, "LAYERS", tuple(n for n in launch.LAYERS if n != "netns"))
     monkeypatch.setattr(launch, "_warned", set())
-    code = "import socket\nprint(sorted(name for _, name in socket.if_nameindex()))\n"
+    code = ("lines = open('/proc/self/net/dev').readlines()[2:]\n"
+            "print(sorted(line.split(':')[0].strip() for line in lines))\n")
     with caplog.at_level(logging.WARNING, logger="selftaught.sandbox"), \
             pytest.warns(RuntimeWarning, match="'netns' is NOT active"):
         result = await run_python_async(code)
@@ -372,7 +409,8 @@ async def test_each_file_system_layer_confines_writes_on_its_own(
     with pytest.warns(RuntimeWarning):
         result = await run_python_async(code)
     assert result.ok, result.stderr
-    gone = {"mountns": {"private-tmp", "readonly-fs"}, "landlock": {"landlock"}}[without]
+    gone = {"mountns": {"private-tmp", "readonly-fs", "hidden-run"},
+            "landlock": {"landlock", "landlock-net", "landlock-signals"}}[without]
     assert gone <= set(result.missing_protections) and not gone & set(result.protections)
     assert not target.exists(), "the sandbox wrote to the host's /tmp"
     if without == "mountns":  # no private /tmp: Landlock alone refuses the write
