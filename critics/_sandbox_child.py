@@ -1,8 +1,9 @@
 """Bootstrap that runs *inside* the sandbox, before any untrusted code.
 
 Not imported by selftaught: :mod:`critics._sandbox_launch` prepends
-``_sandbox_confine.py`` and ``_sandbox_wire.py`` to this file and runs the whole as
-``python -I -u -B -c BOOTSTRAP CONFIG_JSON`` (standard library only, Python 3.8+).
+``_sandbox_confine.py``, ``_sandbox_wire.py`` and ``_sandbox_roles.py`` to this file
+and runs the whole, compiled as "<string>", in ``python -I -u -B`` with CONFIG_JSON as
+its argument (standard library only, Python 3.8+).
 It confines itself in layers, each one optional and verified after it is set up:
 
 1. user namespace (when not root), then new mount, network, IPC and PID namespaces;
@@ -21,20 +22,17 @@ for each one that is not, why. ``run`` and ``solution`` close that pipe before a
 untrusted code runs, so nothing later can add to it. A step that would leave the code
 *more* privileged than planned (a uid or capability drop failing) is fatal instead.
 
-Roles: ``run`` executes solution.py as __main__; ``solution`` waits for the host's
-go, executes solution.py, then answers calls to the entry point from the checker;
-``checker`` reads the run's token from stdin, runs prompt.py and tests.py against a
-proxy of the entry point, and writes ``pass TOKEN CALLS`` to the control pipe only
-after ``check`` returned. See :mod:`critics._sandbox_checked`.
+What runs next depends on the role (``run``, ``solution``, ``checker``): see
+``_sandbox_roles.py``.
+
+It uses names defined by _sandbox_confine.py, _sandbox_wire.py and _sandbox_roles.py, in the same program.
 """
 
-import builtins
 import json
 import os
 import resource
 import signal
 import sys
-import traceback
 
 ALLOWED_ENV = {"PATH", "LANG", "HOME", "TMPDIR"}
 FATAL_EXIT = 70
@@ -326,87 +324,6 @@ def main():
     if cfg["role"] == "solution":
         run_solution(cfg)
     run_main(cfg)
-
-
-def _print_error(error):
-    """The traceback (and its causes) without this bootstrap's frames, which are all
-    compiled as "<string>"."""
-    top = report = traceback.TracebackException(type(error), error, error.__traceback__)
-    seen = set()
-    while report is not None and id(report) not in seen:
-        seen.add(id(report))
-        report.stack = traceback.StackSummary.from_list(
-            [frame for frame in report.stack if frame.filename != "<string>"])
-        report = report.__cause__ or report.__context__
-    sys.stderr.write("".join(top.format()))
-    sys.stderr.flush()
-
-
-def _execute(code, namespace):
-    exec(code, namespace)
-
-
-def run_main(cfg):
-    namespace = {"__name__": "__main__", "__file__": "solution.py", "__builtins__": builtins}
-    sys.argv = ["solution.py"]
-    try:
-        _execute(compile(cfg["files_data"]["solution.py"], "solution.py", "exec"), namespace)
-    except SystemExit:
-        raise
-    except BaseException as error:  # the untrusted code's own failure: report it
-        _print_error(error)
-        sys.exit(1)
-    sys.exit(0)
-
-
-def run_solution(cfg):
-    """Wait for the host's go, run solution.py, then answer the checker's calls."""
-    if not sys.stdin.readline():  # "go": the checker is ready (and no longer dumpable)
-        os._exit(1)
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    namespace = {"__name__": "__main__", "__file__": "solution.py", "__builtins__": builtins}
-    sys.argv = ["solution.py"]
-    try:
-        _execute(compile(cfg["files_data"]["solution.py"], "solution.py", "exec"), namespace)
-    except BaseException as error:
-        _print_error(error)
-        os._exit(1)
-    function = namespace.get(cfg["entry_point"])
-    if not callable(function):
-        sys.stderr.write("NameError: the answer defines no function named %r\n" % cfg["entry_point"])
-        os._exit(1)
-    serve(function, cfg["call_in"], cfg["call_out"])
-    os._exit(0)
-
-
-def run_checker(cfg, control):
-    """Run the trusted prompt and tests against a proxy of the solution's function."""
-    token = sys.stdin.readline().strip()
-    if len(token) < 32:
-        fatal(control, "the checker got no run token")
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    entry = cfg["entry_point"]
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
-    proxy = make_proxy(entry, cfg["call_out"], cfg["call_in"])
-    try:
-        prompt = compile(cfg["files_data"]["prompt.py"], "prompt.py", "exec")
-        tests = compile(cfg["files_data"]["tests.py"], "tests.py", "exec")
-        _execute(prompt, namespace)
-        namespace[entry] = proxy
-        os.write(control, b"ready\n")
-        _execute(tests, namespace)
-        check = namespace.get("check")
-        if callable(check):
-            check(proxy)
-    except BaseException as error:
-        _print_error(error)
-        os._exit(1)
-    if proxy.calls[0] == 0:
-        sys.stderr.write("the tests never called %s (no check(candidate) calling it, no top-level "
-                         "call): nothing was checked\n" % entry)
-        os._exit(1)
-    os.write(control, ("pass %s %d\n" % (token, proxy.calls[0])).encode())
-    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Host side of one sandboxed process: start the bootstrap, read its report, capture
 and cap its output, stop it and everything it started.
 
-The bootstrap (``_sandbox_confine.py`` + ``_sandbox_wire.py`` + ``_sandbox_child.py``,
-run with ``python -I -u -B -c``) confines itself and reports the protections it
-verified on a control pipe; see :mod:`critics._sandbox_child`. This module trusts
+The bootstrap (``_sandbox_confine.py``, ``_sandbox_wire.py``, ``_sandbox_roles.py`` and
+``_sandbox_child.py`` as one program, run by ``python -I -u -B``) confines itself and
+reports the protections it verified on a control pipe; see
+:mod:`critics._sandbox_child`. This module trusts
 only that first line, written before any untrusted code runs.
 """
 
@@ -31,7 +32,7 @@ log = logging.getLogger("selftaught.sandbox")
 LAYERS = ("userns", "mountns", "netns", "ipcns", "pidns", "landlock", "seccomp")
 """Optional kernel layers the bootstrap tries (each verified; missing ones reported).
 Tests narrow this to see a missing layer reported."""
-_PARTS = ("_sandbox_confine.py", "_sandbox_wire.py", "_sandbox_child.py")
+_PARTS = ("_sandbox_confine.py", "_sandbox_wire.py", "_sandbox_roles.py", "_sandbox_child.py")
 _MAX_CONTROL = 64 * 1024
 _warned: set[tuple[str, str]] = set()
 
@@ -43,7 +44,7 @@ _COMPILE = ("import marshal, sys; sys.stdout.buffer.write(marshal.dumps(compile(
 
 @functools.lru_cache(maxsize=1)
 def bootstrap_source() -> str:
-    """The three in-sandbox modules as one program."""
+    """The in-sandbox modules as one program."""
     here = Path(__file__).parent
     return "\n\n".join((here / name).read_text(encoding="utf-8") for name in _PARTS)
 

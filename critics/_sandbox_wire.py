@@ -76,7 +76,7 @@ def wire_decode(data):
             if type(real) is float and type(imag) is float:
                 return complex(real, imag)
     except (TypeError, ValueError) as error:  # unhashable key, bad base64, wrong arity
-        raise UncheckableValue("malformed value: %s" % error)
+        raise UncheckableValue("malformed value: %s" % error) from None
     raise UncheckableValue("malformed value: %.80r" % (data,))
 
 
@@ -93,7 +93,7 @@ def wire_loads(line):
     try:
         return json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:
-        raise UncheckableValue("malformed message from the other process: %s" % error)
+        raise UncheckableValue("malformed message from the other process: %s" % error) from None
 
 
 def read_line(stream):
@@ -147,7 +147,7 @@ def make_proxy(name, call_out, call_in):
             message = wire_dumps(["call", wire_encode(list(args)), wire_encode(kwargs)])
         except UncheckableValue as error:
             raise UncheckableValue("the tests passed %s to %s; only plain data (%s) can be sent "
-                                   "to the solution" % (error.args[0], name, PLAIN_DATA))
+                                   "to the solution" % (error.args[0], name, PLAIN_DATA)) from None
         try:
             out.write(message)
             out.flush()

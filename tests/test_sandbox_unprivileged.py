@@ -2,7 +2,7 @@
 
 Most users are not root: their sandbox has no throwaway uid to switch to and is
 confined by a user namespace (and Landlock) instead. CI runs as root, so this test
-runs tests/test_sandbox.py and tests/test_sandbox_hostile.py a second time under
+runs tests/test_sandbox.py, test_sandbox_hostile.py and test_sandbox_layers.py again under
 ``setpriv --reuid=65534`` and requires every test there to pass. Its home, data and
 pytest directories are made under the repository's data directory (``.selftaught/``,
 ignored by git), outside /tmp, so the write tests aim at places that user can write.
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SUITES = ["tests/test_sandbox.py", "tests/test_sandbox_hostile.py"]
+SUITES = ["tests/test_sandbox.py", "tests/test_sandbox_hostile.py", "tests/test_sandbox_layers.py"]
 NOBODY = 65534
 
 
