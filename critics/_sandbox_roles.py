@@ -19,12 +19,13 @@ _sandbox_child.py (after it), in the same program.
 import builtins
 import os
 import sys
-import traceback
 
 
 def _print_error(error):
     """The traceback (and its causes) without this bootstrap's frames, which are all
     compiled as "<string>"."""
+    import traceback  # only on failure: it costs every process ~10 ms to import
+
     top = report = traceback.TracebackException(type(error), error, error.__traceback__)
     seen = set()
     while report is not None and id(report) not in seen:

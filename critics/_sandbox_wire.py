@@ -16,7 +16,6 @@ import base64
 import builtins
 import json
 import os
-import traceback
 
 _TAGS = {"T": tuple, "S": set, "Z": frozenset}
 _MAX_LINE = 64 * 1024 * 1024
@@ -175,6 +174,8 @@ def _describe(error):
     """``(type name, message, traceback)`` of an exception raised by untrusted code,
     without this module's frames; never raises, whatever ``__str__`` does."""
     try:
+        import traceback
+
         tb = error.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename == _HERE:
             tb = tb.tb_next
