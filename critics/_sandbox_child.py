@@ -1,31 +1,28 @@
 """Bootstrap that runs *inside* the sandbox, before any untrusted code.
 
-Not imported by selftaught: :mod:`critics._sandbox_launch` prepends
-``_sandbox_confine.py``, ``_sandbox_wire.py`` and ``_sandbox_roles.py`` to this file
-and runs the whole, compiled as "<string>", in ``python -I -u -B`` with CONFIG_JSON as
-its argument (standard library only, Python 3.8+).
-It confines itself in layers, each one optional and verified after it is set up:
+Not imported by selftaught: :mod:`critics._sandbox_launch` joins
+``_sandbox_confine.py``, ``_sandbox_wire.py``, ``_sandbox_roles.py`` and this file into
+one program, compiled as "<string>" and run by ``python -I -u -B`` with CONFIG_JSON as
+its argument (standard library only, Python 3.8+; the names this file uses without
+importing come from those other files). It confines itself in layers, each optional
+and verified once set up:
 
-1. user namespace (when not root), then new mount, network, IPC and PID namespaces;
-   with a PID namespace this process stays outside as a *monitor* that only waits,
-   and its child (pid 1 inside) goes on. Killing the monitor's child ends every
-   process of the sandbox, so the host stops a run by signalling the monitor.
-2. the file system read-only, a private tmpfs on /tmp, /var/tmp, /dev/shm and the
-   working directory, a private /proc;
-3. no_new_privs, Landlock (writes only beneath the private mounts, no TCP, no
-   signals or abstract sockets out of the sandbox), then privileges: as root a
-   throwaway uid, otherwise every capability dropped;
-4. resource limits (soft == hard), the socket audit hook.
+1. a user namespace (when not root), then new mount, network, IPC and PID
+   namespaces. With a PID namespace this process stays outside as a *monitor* that
+   only waits, and its child (pid 1 inside) goes on; killing that child ends every
+   process of the sandbox, so the host stops a run by sending the monitor SIGTERM.
+2. the file system read-only; private tmpfs mounts on /tmp, /var/tmp, /dev/shm and
+   the working directory; an empty /run; a private /proc.
+3. no_new_privs; Landlock (writes only beneath the private mounts, no TCP, no signals
+   or abstract sockets out of the sandbox); privileges: as root a throwaway uid,
+   otherwise every capability dropped; a seccomp filter allowing only internet
+   sockets; resource limits (soft == hard); the socket audit hook.
 
 Then it writes one JSON line to the control pipe: the protections verified active and,
 for each one that is not, why. ``run`` and ``solution`` close that pipe before any
 untrusted code runs, so nothing later can add to it. A step that would leave the code
 *more* privileged than planned (a uid or capability drop failing) is fatal instead.
-
-What runs next depends on the role (``run``, ``solution``, ``checker``): see
-``_sandbox_roles.py``.
-
-It uses names defined by _sandbox_confine.py, _sandbox_wire.py and _sandbox_roles.py, in the same program.
+What runs next depends on the role: see ``_sandbox_roles.py``.
 """
 
 import json
@@ -92,9 +89,11 @@ def enter_namespaces(setup, is_root):
     for name, flag in NAMESPACE_FLAGS:
         kind = {"mountns": "mnt", "pidns": "pid_for_children"}.get(name, name[:-2])
         before = ns_id(kind)
-        if (setup.wanted(name) and setup.attempt(name, enter_namespace, flag, name)
-                and ns_id(kind) != before):
-            entered.add(name)
+        if setup.wanted(name) and setup.attempt(name, enter_namespace, flag, name):
+            if ns_id(kind) != before:
+                entered.add(name)
+            else:
+                setup.missing[name] = "unshare() returned 0 but the namespace is the same"
     return entered
 
 
@@ -183,7 +182,7 @@ def confine(cfg, setup, control):
         if is_root and uid is not None:
             become(uid)
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change clears it
-        elif not is_root:
+        else:  # a normal user, or root with no spare uid: keep the uid, lose the powers
             drop_capabilities()
     except OSError as error:
         fatal(control, "cannot drop privileges: %s" % error)

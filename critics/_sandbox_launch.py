@@ -55,9 +55,9 @@ def compiled_bootstrap(interpreter: str) -> bytes | None:
     its version): compiling ~900 lines costs each sandbox ~30 ms otherwise. None when
     that fails; the source is then passed with ``-c``."""
     try:
-        done = subprocess.run([interpreter, "-I", "-B", "-c", _COMPILE], input=bootstrap_source().encode(),
-                              capture_output=True, text=False, timeout=60, cwd="/",
-                              env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"})
+        done = subprocess.run([interpreter, "-I", "-B", "-c", _COMPILE],
+                              input=bootstrap_source().encode(), capture_output=True,
+                              timeout=60, cwd="/", env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"})
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 and done.stdout else None

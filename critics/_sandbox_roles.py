@@ -12,8 +12,8 @@ own frames are compiled as "<string>" and left out of every traceback shown.
   ``check(proxy)``, and only after that returned write ``pass TOKEN CALLS`` on the
   control pipe. See :mod:`critics._sandbox_checked`.
 
-It uses names defined by _sandbox_confine.py and _sandbox_wire.py (before it) and
-_sandbox_child.py (after it), in the same program.
+The names it uses without importing come from _sandbox_confine.py, _sandbox_wire.py
+and _sandbox_child.py, joined with it into one program.
 """
 
 import builtins
