@@ -144,6 +144,41 @@ print(os.path.exists({host_file.name!r}))
         assert not os.path.exists(os.path.join(place, marker)), f"reached the host's {place}"
 
 
+async def test_private_tmp_is_capped() -> None:
+    code = ("written = 0\ntry:\n    for i in range(64):\n"
+            "        open(f'/tmp/f{i}', 'wb').write(b'0' * (4 << 20))\n        written += 4\n"
+            "except OSError as error:\n    print('stopped', error.errno, written)\n")
+    result = await run_python_async(code, timeout_s=20)
+    assert result.ok, result.stderr
+    stopped, errno, written = result.stdout.split()
+    assert errno == "28" and int(written) <= 64  # ENOSPC at 4 x max_file_mb, in memory
+
+
+async def test_nested_namespaces_cannot_undo_the_read_only_view() -> None:
+    # Code may make its own user and mount namespace (and so gain capabilities in it),
+    # but the mounts it inherits are locked: it cannot make them writable or remove them.
+    target = REPO / f"pwned-{uuid.uuid4().hex}"
+    code = f"""
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+print("unshare", libc.unshare(0x10000000 | 0x00020000), ctypes.get_errno())
+attr = struct.pack("QQQQ", 0, 1, 0, 0)  # clear MOUNT_ATTR_RDONLY
+print("setattr", libc.syscall(442, -100, b"/", 0x8000, attr, 32), ctypes.get_errno())
+print("remount", libc.mount(None, b"/", None, 32 | 4096, None), ctypes.get_errno())
+print("umount /proc", libc.umount2(b"/proc", 2), ctypes.get_errno())
+try:
+    open({str(target)!r}, "w").write("x")
+    print("written")
+except OSError as error:
+    print("refused", error.errno)
+"""
+    result = await run_python_async(code)
+    assert result.ok, result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
+    assert lines["setattr"].startswith("-1") and lines["remount"].startswith("-1")
+    assert "written" not in lines and not target.exists()
+
+
 # ---------------------------------------------------------------- processes
 
 
