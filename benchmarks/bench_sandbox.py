@@ -6,7 +6,9 @@ the real sandboxed verifier.
 Each problem's ``canonical_solution`` (a function body, as a model continuing the
 prompt would write it) is verified against the problem's own tests. Reports how many
 passed (all should), the wall time per verification (median, p90, max) at the given
-concurrency, and the sandbox protections reported by the first verdict.
+concurrency, the CPU time per verification (sandbox processes, and this host process:
+less sensitive than wall time to other load on a shared machine), and the sandbox
+protections reported by the first verdict.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import statistics
 import sys
 import time
@@ -51,16 +55,22 @@ async def _run(n: int | None, concurrency: int) -> dict:
             failures.append({"id": problem["task_id"], "feedback": verdict.feedback[-400:]})
 
     await verify(problems[0]["canonical_solution"], _spec(problems[0]))  # probe the host once
+    cpu_before = [resource.getrusage(who) for who in (resource.RUSAGE_CHILDREN, resource.RUSAGE_SELF)]
     started = time.monotonic()
     await asyncio.gather(*(one(p) for p in problems))
     total = time.monotonic() - started
+    cpu = [(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / len(problems)
+           for before, after in zip(cpu_before, (resource.getrusage(resource.RUSAGE_CHILDREN),
+                                                 resource.getrusage(resource.RUSAGE_SELF)))]
     times.sort()
     return {"problems": len(problems), "passed": len(problems) - len(failures),
             "concurrency": concurrency, "total_s": round(total, 2),
             "per_task_s": round(total / len(problems), 3),
             "median_s": round(statistics.median(times), 3),
             "p90_s": round(times[int(0.9 * (len(times) - 1))], 3),
-            "max_s": round(times[-1], 3), "protections": protections, "failures": failures}
+            "max_s": round(times[-1], 3), "cpu_sandbox_s": round(cpu[0], 4),
+            "cpu_host_s": round(cpu[1], 4), "load": os.getloadavg()[0],
+            "protections": protections, "failures": failures}
 
 
 def main() -> None:
