@@ -291,7 +291,8 @@ def solve():
 async def test_host_unix_sockets_are_out_of_reach() -> None:
     # A service socket anyone may connect to (like a D-Bus bus or an agent), outside
     # /tmp, /run and the user's home: only the seccomp filter stands in the way.
-    place = REPO / ".selftaught" / f"test-socket-{uuid.uuid4().hex[:8]}"
+    data = Path(os.environ.get("SELFTAUGHT_HOME") or REPO / ".selftaught")
+    place = data / f"test-socket-{uuid.uuid4().hex[:8]}"
     place.mkdir(mode=0o755, parents=True)
     os.chmod(place, 0o755)
     path = str(place / "service.sock")
