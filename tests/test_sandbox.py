@@ -292,6 +292,7 @@ async def test_host_unix_sockets_are_out_of_reach() -> None:
     # A service socket anyone may connect to (like a D-Bus bus or an agent), outside
     # /tmp, /run and the user's home: only the seccomp filter stands in the way.
     data = Path(os.environ.get("SELFTAUGHT_HOME") or REPO / ".selftaught")
+    made_data = not data.exists()
     place = data / f"test-socket-{uuid.uuid4().hex[:8]}"
     place.mkdir(mode=0o755, parents=True)
     os.chmod(place, 0o755)
@@ -319,7 +320,7 @@ async def test_host_unix_sockets_are_out_of_reach() -> None:
     finally:
         for listener in listeners:
             listener.close()
-        shutil.rmtree(place, ignore_errors=True)
+        shutil.rmtree(data if made_data else place, ignore_errors=True)
     assert result.ok, result.stderr
     assert result.stdout.splitlines() == ["refused 13", "refused 13", "raw -1"], result.stdout
 
