@@ -1,5 +1,6 @@
-"""Host-side helpers of :mod:`critics.sandbox`: what this host can do (probed once),
-capped output buffers, and the sweep that kills every process of a sandbox uid."""
+"""Host-side helpers of :mod:`critics.sandbox`: the uid and interpreter a sandbox
+uses (probed once), capped output buffers, and the sweep that kills every process
+of a sandbox uid."""
 
 from __future__ import annotations
 
@@ -18,20 +19,20 @@ from core.errors import SandboxError
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _UID_SPAN = 1 << 24
 """Throwaway uids are drawn from a span this wide, far above any real account."""
-_PROBE_IMPORTS = "import json, re, math, collections, itertools, functools, typing, hashlib"
+_PROBE_IMPORTS = ("import json, re, math, collections, itertools, functools, typing, hashlib, "
+                  "ctypes, resource, socket, base64, traceback")
 
 
 # ---------------------------------------------------------------- host probing
 
 
 class Capabilities(BaseModel):
-    """What this host can do, probed once per process."""
+    """What this host can do, probed once per process. The kernel layers (namespaces,
+    Landlock) are not probed here: the bootstrap tries them and reports what worked."""
 
     model_config = ConfigDict(frozen=True)
 
     is_root: bool
-    netns_prefix: tuple[str, ...] = ()
-    """Command prefix that enters a new network namespace (empty: unavailable)."""
     uid_range: tuple[int, int] | None = None
     """Half-open range of throwaway uids (root only)."""
     python: str
@@ -103,26 +104,7 @@ def capabilities() -> Capabilities:
     is_root = os.geteuid() == 0
     uid_range = _uid_range() if is_root else None
     probe_uid = uid_range[0] if uid_range else None
-    unshare = shutil.which("unshare", path=SAFE_PATH)
-    prefix: tuple[str, ...] = ()
-    if unshare:
-        candidate = (unshare, "--net") if is_root else (
-            unshare, "--user", "--map-current-user", "--net")
-        if _runs_as([*candidate, "true"], None) is not None:
-            prefix = candidate
-    return Capabilities(is_root=is_root, netns_prefix=prefix, uid_range=uid_range,
-                         python=_pick_python(probe_uid))
-
-
-def protection_names(caps: Capabilities) -> list[str]:
-    """The protections every run on this host gets (see :mod:`critics.sandbox`)."""
-    names = ["tempdir", "scrubbed-env", "isolated-python", "rlimits", "new-session",
-             "no-new-privs", "socket-audit-hook"]
-    if caps.netns_prefix:
-        names.append("netns")
-    if caps.uid_range:
-        names += ["drop-privileges", "kill-uid"]
-    return names
+    return Capabilities(is_root=is_root, uid_range=uid_range, python=_pick_python(probe_uid))
 
 
 # ---------------------------------------------------------------- output capture
@@ -167,7 +149,8 @@ class CappedBuffer:
 
 def pids_of_uid(uid: int) -> list[int]:
     """Live processes whose effective uid is ``uid``. Zombies are left out: they are
-    dead already and wait only for their (possibly adopted) parent to reap them."""
+    dead already and wait only for their (possibly adopted) parent to reap them. A
+    non-dumpable process shows as root in /proc, so root's are checked in status."""
     pids = []
     try:
         entries = list(os.scandir("/proc"))
@@ -179,7 +162,8 @@ def pids_of_uid(uid: int) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            if entry.stat().st_uid != uid:
+            owner = entry.stat().st_uid
+            if owner != uid and not (owner == 0 and _status_uid(entry.name) == uid):
                 continue
             state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
@@ -187,6 +171,19 @@ def pids_of_uid(uid: int) -> list[int]:
         if state not in ("Z", "X"):
             pids.append(int(entry.name))
     return pids
+
+
+def _status_uid(pid: str) -> int | None:
+    """The effective uid in /proc/PID/status (readable even when non-dumpable)."""
+    try:
+        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        return int(data.split(b"\nUid:", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 async def kill_uid(uid: int, python: str) -> bool:
@@ -209,8 +206,7 @@ async def kill_uid(uid: int, python: str) -> bool:
             await helper.wait()
         except OSError:
             helper_cmd = [python, "-I", "-S", "-c", script]
-        # Twice at least: a process that made itself non-dumpable shows as root in
-        # /proc, so the scan below could miss it, but kill(-1) does not.
+        # Twice at least: a process forked while the first helper ran may have missed it.
         if attempt >= 1 and not pids_of_uid(uid):
             return True
         await asyncio.sleep(0.01 * (attempt + 1))

@@ -3,71 +3,58 @@
 Contract: :func:`run_python_async` (and its blocking twin :func:`run_python`) run
 ``code`` as ``__main__`` in a fresh interpreter and always return a
 :class:`SandboxResult`, whatever the code does (loops forever, forks, allocates,
-floods stdout, opens sockets). They raise :class:`~core.errors.SandboxError` only when the
-sandbox itself cannot start.
+floods stdout, opens sockets, writes files). They raise
+:class:`~core.errors.SandboxError` only when the sandbox itself cannot start.
+:mod:`critics._sandbox_checked` runs a solution against tests in two such processes.
 
-Protections (``SandboxResult.protections`` names the ones actually active):
+Protections. ``SandboxResult.protections`` lists only those verified active for that
+run (the bootstrap checks each after setting it up, before the code runs, and says
+why any is missing; the host logs a warning the first time one is):
 
-* ``tempdir``: a fresh temporary directory is the cwd and HOME, removed afterwards.
-* ``scrubbed-env``: the child sees only PATH, LANG, HOME and TMPDIR, never a parent
-  variable (API keys live there).
-* ``isolated-python``: ``python -I`` ignores PYTHON* variables and user site-packages.
+* ``tempdir``: a fresh directory is the cwd and HOME, removed afterwards.
+* ``private-tmp``: /tmp, /var/tmp, /dev/shm and that directory are the run's own
+  tmpfs mounts; ``readonly-fs``: every other mount is read-only; ``hidden-run``: /run
+  (service sockets, container secrets) is an empty read-only tmpfs (a mount
+  namespace; as a normal user inside a user namespace).
+* ``seccomp-sockets``: only internet sockets can be created, and the network
+  namespace leaves them nowhere to go: no Unix-domain socket to a host service
+  (a D-Bus session bus could start programs outside the sandbox), no vsock.
+* ``pidns`` and ``private-proc``: the code is pid 1 of a new PID namespace with its
+  own /proc, so it can neither see nor signal anything outside; ending it ends every
+  process it started. ``netns``: a new network namespace with only a loopback that
+  is down. ``ipcns``: its own System V IPC.
+* ``landlock`` (writes only beneath the private mounts), ``landlock-net`` (no TCP
+  bind or connect), ``landlock-signals`` (no signals or abstract-socket connections
+  out of the sandbox): the second layer, where the kernel has Landlock.
+* ``drop-privileges`` (root hosts): a throwaway uid/gid unique to the run, owning
+  nothing outside the sandbox, so RLIMIT_NPROC caps this run alone; ``kill-uid``:
+  after the run every process of that uid is killed. ``no-capabilities``: every
+  capability set empty, the bounding set included; ``no-new-privs``.
 * ``rlimits``: CPU, address space, file size, processes, open files, no core dumps,
-  set inside the child with soft == hard so the code cannot raise them.
-* ``new-session``: the child leads its own process group, killed at the deadline.
-* ``drop-privileges``: when the host runs as root (root ignores RLIMIT_NPROC and may
-  write anywhere) the child runs as a throwaway uid/gid of its own, unique per run,
-  owning only the temporary directory. A unique uid means RLIMIT_NPROC caps this run
-  alone and ``kill-uid`` cannot hit a sibling sandbox.
-* ``kill-uid``: after every run a helper running as that uid sends SIGKILL to every
-  process of it, so fork-bomb children that escaped the group with setsid die too.
-* ``no-new-privs``: setuid binaries cannot give privileges back.
-* ``netns``: a new, empty network namespace (util-linux ``unshare --net``): no
-  network at all, not even the host's loopback.
-* ``socket-audit-hook``: an audit hook refusing internet sockets; the best-effort
-  fallback where no namespace is available (ctypes can get around it).
+  soft == hard so the code cannot raise them. ``new-session``. ``scrubbed-env``: only
+  PATH, LANG, HOME, TMPDIR (never a parent variable: API keys live there).
+  ``isolated-python``: ``python -I``. ``socket-audit-hook``: internet sockets refused
+  with a clear error (ctypes can get around it; the namespace and Landlock cannot).
 
-Not covered: world-writable directories (``/tmp``, ``/dev/shm``) stay writable, and
-the number of files (as opposed to their size) is not capped.
-
-The code that runs inside the child before the untrusted code is
-``critics/_sandbox_child.py``; host probing and the uid sweep are in
-``critics/_sandbox_host.py``.
+Not covered: the number of files in the private tmpfs mounts is capped (8192 inodes
+each) but the directory on the host is not, when no mount namespace is available.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
-import os
-import random
-import shutil
-import signal
-import subprocess
-import tempfile
+import functools
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from critics._sandbox_host import (
-    SAFE_PATH,
-    Capabilities,
-    CappedBuffer,
-    capabilities,
-    kill_uid,
-    pids_of_uid,
-    protection_names,
-)
+from critics._sandbox_host import capabilities, pids_of_uid
+from critics._sandbox_launch import Limits, Sandboxed, nproc_shared, run_until_done, start
 from core.errors import SandboxError
 
-__all__ = ["SandboxResult", "pids_of_uid", "run_python", "run_python_async",
+__all__ = ["SandboxError", "SandboxResult", "pids_of_uid", "run_python", "run_python_async",
            "sandbox_protections"]
-
-_CHILD_BOOTSTRAP = Path(__file__).with_name("_sandbox_child.py")
-_SCRIPT_NAME = "solution.py"
 
 
 class SandboxResult(BaseModel):
@@ -84,6 +71,9 @@ class SandboxResult(BaseModel):
     killed_reason: str | None = None
     """Why the host killed it: ``timeout`` or ``output_limit``; None if it ended itself."""
     protections: list[str]
+    """The protections verified active for this run (see the module docstring)."""
+    missing_protections: dict[str, str] = {}
+    """Protections that are not active, each with the reason."""
     duration_s: float = 0.0
     stdout_truncated: bool = False
     stderr_truncated: bool = False
@@ -96,24 +86,15 @@ class SandboxResult(BaseModel):
         return self.returncode == 0 and not self.timed_out and self.killed_reason is None
 
 
-def sandbox_protections() -> list[str]:
-    """The protections a run gets on this host (probes once; may spawn processes)."""
-    return protection_names(capabilities())
-
-
-@dataclass(frozen=True)
-class _Launch:
-    """Everything :func:`_supervise` needs to start and police one child."""
-
-    cmd: list[str]
-    env: dict[str, str]
-    workdir: Path
-    drop: dict
-    uid: int | None
-    python: str
-    timeout_s: float
-    cap: int
-    kill_after: int
+def result_of(box: Sandboxed, killed_reason: str | None, started: float) -> SandboxResult:
+    """The :class:`SandboxResult` of a stopped :class:`Sandboxed` process."""
+    return SandboxResult(
+        returncode=box.proc.returncode, stdout=box.out.text(), stderr=box.err.text(),
+        timed_out=killed_reason == "timeout", killed_reason=killed_reason,
+        protections=box.protections, missing_protections=box.missing,
+        duration_s=round(time.monotonic() - started, 3), stdout_truncated=box.out.truncated,
+        stderr_truncated=box.err.truncated,
+        uid=box.uid if "drop-privileges" in box.protections else None)
 
 
 async def run_python_async(
@@ -131,35 +112,30 @@ async def run_python_async(
     """Run ``code`` as ``__main__`` in the sandbox; see the module docstring.
 
     ``timeout_s`` is wall-clock (the CPU limit is slightly above it).
-    ``max_output_bytes`` is kept per stream; the child is killed once it has written
+    ``max_output_bytes`` is kept per stream; the process is killed once it has written
     more than ``kill_after_output_bytes`` in all. ``python`` overrides the probed
     interpreter (it must be runnable by the sandbox user).
     """
     caps = await asyncio.to_thread(capabilities)
-    uid = random.randrange(*caps.uid_range) if caps.uid_range else None
-    interpreter = python or caps.python
-    if not (os.path.isfile(interpreter) and os.access(interpreter, os.X_OK)):
-        raise SandboxError(f"the sandbox interpreter {interpreter!r} is not an executable file")
-    limits = {
-        "script": _SCRIPT_NAME,
-        "cpu_s": int(timeout_s) + 1,
-        "memory_bytes": memory_mb * 1024 * 1024,
-        "file_bytes": max_file_mb * 1024 * 1024,
-        "nproc": _child_nproc(caps, max_processes),
-        "nofile": max_open_files,
-        # Kept even inside a namespace: it turns a silent failure into a clear error.
-        "block_sockets": True,
-    }
-    cmd, drop = _command(caps, uid, interpreter, limits)
-    workdir = await asyncio.to_thread(_prepare_workdir, code, uid)
-    env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "HOME": str(workdir), "TMPDIR": str(workdir)}
-    launch = _Launch(cmd=cmd, env=env, workdir=workdir, drop=drop, uid=uid,
-                     python=interpreter, timeout_s=timeout_s, cap=max_output_bytes,
-                     kill_after=kill_after_output_bytes)
+    limits = Limits(timeout_s, memory_mb, max_output_bytes, kill_after_output_bytes,
+                    max_processes, max_file_mb, max_open_files)
+    shared = None if caps.uid_range else await asyncio.to_thread(nproc_shared, max_processes)
+    started = time.monotonic()
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    box = await start("run", {"solution.py": code}, caps, limits, python=python,
+                      nproc_shared_limit=shared)
+    killed_reason = None
     try:
-        return await _supervise(launch, protection_names(caps))
+        try:
+            await asyncio.wait_for(box.read_report(), timeout_s)
+        except asyncio.TimeoutError:
+            killed_reason = "timeout"
+        if killed_reason is None:
+            killed_reason = await run_until_done(box, deadline)
     finally:
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
+        # Always: the code may have left daemons behind even when it exited.
+        await box.stop()
+    return result_of(box, killed_reason, started)
 
 
 def run_python(code: str, **options) -> SandboxResult:
@@ -176,117 +152,16 @@ def run_python(code: str, **options) -> SandboxResult:
         return pool.submit(asyncio.run, run_python_async(code, **options)).result()
 
 
-def _command(caps: Capabilities, uid: int | None, interpreter: str,
-             limits: dict) -> tuple[list[str], dict]:
-    """The argv, plus Popen's privilege-drop kwargs when unshare cannot do it (pure)."""
-    cmd = list(caps.netns_prefix)
-    drop: dict = {}
-    if uid is not None:
-        if cmd:  # unshare needs root for the namespace, then drops privileges itself
-            cmd += ["--setuid", str(uid), "--setgid", str(uid)]
-        else:
-            drop = {"user": uid, "group": uid, "extra_groups": []}
-    if cmd:
-        cmd.append("--")
-    cmd += [interpreter, "-I", "-u", "-B", _CHILD_BOOTSTRAP.name, json.dumps(limits)]
-    return cmd, drop
+@functools.lru_cache(maxsize=1)
+def _probe() -> SandboxResult:
+    return run_python("pass", timeout_s=30)
 
 
-def _child_nproc(caps: Capabilities, max_processes: int) -> int:
-    if caps.uid_range:
-        return max_processes
-    # Without a uid of its own the limit counts every task (thread) of this user.
-    tasks = 0
-    for pid in pids_of_uid(os.getuid()):
-        try:
-            tasks += len(os.listdir(f"/proc/{pid}/task"))
-        except OSError:
-            pass
-    return tasks + max_processes
+def sandbox_protections() -> list[str]:
+    """The protections a run gets on this host (runs one sandbox once, then cached)."""
+    return list(_probe().protections)
 
 
-def _prepare_workdir(code: str, uid: int | None) -> Path:
-    try:
-        workdir = Path(tempfile.mkdtemp(prefix="selftaught-sbx-"))
-        (workdir / _SCRIPT_NAME).write_text(code, encoding="utf-8")
-        shutil.copyfile(_CHILD_BOOTSTRAP, workdir / _CHILD_BOOTSTRAP.name)
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-            for child in workdir.iterdir():
-                os.chown(child, uid, uid)
-        return workdir
-    except OSError as error:
-        raise SandboxError(f"cannot prepare the sandbox directory: {error}") from error
-
-
-async def _supervise(launch: _Launch, protections: list[str]) -> SandboxResult:
-    started = time.monotonic()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *launch.cmd, cwd=launch.workdir, env=launch.env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            close_fds=True, **launch.drop)
-    except OSError as error:
-        raise SandboxError(f"cannot start the sandbox ({launch.cmd[0]!r}): {error}") from error
-
-    out, err = CappedBuffer(launch.cap), CappedBuffer(launch.cap)
-    over_limit = asyncio.Event()
-    pumps = [asyncio.ensure_future(_pump(stream, buf, [out, err], launch.kill_after, over_limit))
-             for stream, buf in ((proc.stdout, out), (proc.stderr, err))]
-    exited = asyncio.ensure_future(_exit_status(proc))
-    limit_hit = asyncio.ensure_future(over_limit.wait())
-    killed_reason = None
-    try:
-        done, _ = await asyncio.wait({exited, limit_hit}, timeout=launch.timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if exited not in done:
-            killed_reason = "output_limit" if limit_hit in done else "timeout"
-    finally:
-        limit_hit.cancel()
-        # Always sweep: the code may have left daemons behind even when it exited.
-        _kill_group(proc.pid)
-        if launch.uid is not None:
-            await kill_uid(launch.uid, launch.python)
-        # An escaped child could hold the pipes open; all are dead now, so EOF is near.
-        _, pending = await asyncio.wait([exited, *pumps], timeout=5)
-        for task in pending:
-            task.cancel()
-    if (os.path.basename(launch.cmd[0]) == "unshare" and proc.returncode
-            and err.text().startswith("unshare: ")):
-        raise SandboxError(f"the sandbox could not start: {err.text().strip()[:300]}")
-    return SandboxResult(
-        returncode=proc.returncode, stdout=out.text(), stderr=err.text(),
-        timed_out=killed_reason == "timeout", killed_reason=killed_reason,
-        protections=protections, duration_s=round(time.monotonic() - started, 3),
-        stdout_truncated=out.truncated, stderr_truncated=err.truncated, uid=launch.uid)
-
-
-async def _pump(stream: asyncio.StreamReader | None, buf: CappedBuffer,
-                both: list[CappedBuffer], kill_after: int, over_limit: asyncio.Event) -> None:
-    # Read incrementally: a flood costs the host at most ``cap`` bytes per stream.
-    if stream is None:
-        return
-    while chunk := await stream.read(65536):
-        buf.add(chunk)
-        if sum(b.total for b in both) > kill_after:
-            over_limit.set()
-
-
-async def _exit_status(proc: asyncio.subprocess.Process) -> int:
-    """Wait until the process itself exits.
-
-    ``Process.wait()`` is no use here: on Python 3.11 it also waits for the pipes to
-    close, which a daemonized grandchild can keep open until the deadline.
-    """
-    delay = 0.002
-    while proc.returncode is None:
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    return proc.returncode
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def missing_protections() -> dict[str, str]:
+    """The protections that are not active on this host, each with the reason."""
+    return dict(_probe().missing_protections)

