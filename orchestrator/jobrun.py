@@ -27,12 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.secrets import scrub_secrets, secret_scrubber
-from finetune.registry import AdapterManifest, AdapterRegistry
-from memory.jobs import AdapterResult, JobDefinition, JobRun, JobStore, RunCause, open_jobs
+from finetune.registry import AdapterRegistry
+from memory.jobs import JobDefinition, JobRun, JobStore, RunCause, open_jobs
 from memory.store import open_store
 from orchestrator.budget import BudgetExceeded, Ledger, StopRequested, metered
 from orchestrator.config import Config
 from orchestrator.lock import JOB_LOCK, hold
+from orchestrator.report import adapter_result
 from orchestrator.runner import RoleModels, build_models, new_run_id
 from orchestrator.schedule import job_config, load_suites
 
@@ -45,12 +46,11 @@ def run_job(config: Config, name: str, *, cause: RunCause, stop: threading.Event
             say: Say | None = None, wait: bool = True, models: RoleModels | None = None) -> JobRun:
     """Run job ``name`` once, now, in this thread, and return its record.
 
-    ``models`` default to the job's configured ones (tests hand in scripted fakes); they
-    are metered either way.
     ``stop`` set (by a signal handler) ends the run at the next stage boundary. With
     ``wait``, a run of another process holding the job lock is waited for; without, it
     is ``LockBusy``. An unknown job is ``ConfigError``; everything that goes wrong inside
-    the run is recorded in it (outcome ``failed``), not raised."""
+    the run is recorded in it (outcome ``failed``), not raised. ``models`` default to the
+    job's configured ones (tests hand in scripted fakes); they are metered either way."""
     say = say or (lambda _line: None)
     home = config.home
 
@@ -151,19 +151,6 @@ def _finished(run: JobRun, ledger: Ledger, registry: AdapterRegistry, existing: 
         "adapters": results, "promoted": [r.adapter for r in results if r.promoted],
         "champion_after": champion.name if champion else None,
         "trajectories_after": trajectories})
-
-
-def adapter_result(manifest: AdapterManifest) -> AdapterResult:
-    """A candidate's gate figures from its manifest (None where it was not evaluated)."""
-    evaluation = manifest.evaluation
-    holdout, retention = evaluation.get("holdout", {}), evaluation.get("retention", {})
-    gate = evaluation.get("gate", {})
-    return AdapterResult(
-        adapter=manifest.name, holdout_before=holdout.get("incumbent_pass_at_1"),
-        holdout_after=holdout.get("pass_at_1"),
-        retention_before=retention.get("incumbent_pass_at_1"),
-        retention_after=retention.get("pass_at_1"), promoted=bool(gate.get("promote")),
-        reason=gate.get("reason", "trained, not evaluated (the run stopped first)"))
 
 
 def _trajectory_count(home: Path) -> int:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from core.records import Trajectory
 from finetune.registry import AdapterManifest, AdapterRegistry
-from memory.jobs import JobRun, open_jobs
+from memory.jobs import AdapterResult, JobRun, open_jobs
 from memory.store import open_store
 from orchestrator.config import Config
 
@@ -96,17 +96,13 @@ class RunRow(BaseModel):
     created_at: datetime
 
 
-class AdapterRow(BaseModel):
-    name: str
+class AdapterRow(AdapterResult):
+    """An adapter's gate figures (:func:`adapter_result`) and what it is."""
+
     status: str
     method: str
     created_at: datetime
     holdout_spec: str | None = None
-    holdout: float | None = None
-    holdout_before: float | None = None
-    retention: float | None = None
-    retention_before: float | None = None
-    gate: str = ""
     train_rows: int | None = None
     train_seconds: float | None = None
 
@@ -231,12 +227,20 @@ def _run_row(store, run) -> RunRow:
                   created_at=run.created_at)
 
 
-def _adapter_row(m: AdapterManifest) -> AdapterRow:
-    holdout, retention = m.evaluation.get("holdout") or {}, m.evaluation.get("retention") or {}
-    return AdapterRow(
-        name=m.name, status=m.status, method=m.method, created_at=m.created_at,
-        holdout_spec=holdout.get("spec"), holdout=holdout.get("pass_at_1"),
-        holdout_before=holdout.get("incumbent_pass_at_1"), retention=retention.get("pass_at_1"),
+def adapter_result(manifest: AdapterManifest) -> AdapterResult:
+    """A candidate's gate figures from its manifest (None where it was not evaluated)."""
+    evaluation = manifest.evaluation
+    holdout, retention = evaluation.get("holdout", {}), evaluation.get("retention", {})
+    gate = evaluation.get("gate", {})
+    return AdapterResult(
+        adapter=manifest.name, holdout_before=holdout.get("incumbent_pass_at_1"),
+        holdout_after=holdout.get("pass_at_1"),
         retention_before=retention.get("incumbent_pass_at_1"),
-        gate=(m.evaluation.get("gate") or {}).get("reason", ""),
-        train_rows=m.dataset.rows if m.dataset else None, train_seconds=m.train_seconds)
+        retention_after=retention.get("pass_at_1"), promoted=bool(gate.get("promote")),
+        reason=gate.get("reason", "not evaluated by a gate"))
+
+
+def _adapter_row(m: AdapterManifest) -> AdapterRow:
+    return AdapterRow(**dict(adapter_result(m)), status=m.status, method=m.method,
+                      created_at=m.created_at, holdout_spec=(m.evaluation.get("holdout") or {}).get("spec"),
+                      train_rows=m.dataset.rows if m.dataset else None, train_seconds=m.train_seconds)

@@ -56,9 +56,9 @@ def _html(report: Report, images: list[tuple[str, str]]) -> str:
         parts.append(f"<h2>{e(title)}</h2><img src='{e(name)}.png' alt='{e(title)}'>")
     parts.append(_table("Adapters", ["name", "status", "method", "holdout", "before", "retention",
                                      "before", "rows", "train s", "gate"],
-                        [[a.name, a.status, a.method, _rate(a.holdout), _rate(a.holdout_before),
-                          _rate(a.retention), _rate(a.retention_before), a.train_rows,
-                          _num(a.train_seconds), a.gate] for a in report.adapters]))
+                        [[a.adapter, a.status, a.method, _rate(a.holdout_after), _rate(a.holdout_before),
+                          _rate(a.retention_after), _rate(a.retention_before), a.train_rows,
+                          _num(a.train_seconds), a.reason] for a in report.adapters]))
     parts.append(_table("Job runs", ["run", "job", "outcome", "started", "minutes", "rounds",
                                      "promoted", "tokens", "cost $", "reason", "log"],
                         [[r.run_id, r.job, r.outcome, f"{r.started_at:%Y-%m-%d %H:%M}",
