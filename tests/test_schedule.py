@@ -218,3 +218,44 @@ def test_help_imports_neither_the_scheduler_nor_matplotlib():
                           capture_output=True, text=True, timeout=120)
     assert "schedule" in done.stdout and "worker" in done.stdout and "report" in done.stdout
     assert "LOADED []" in done.stdout, done.stderr
+
+
+def test_missed_runs_coalesce_within_the_grace_time_and_are_skipped_beyond_it(tmp_path, monkeypatch):
+    # The catch-up policy, with APScheduler's real scheduler on the persistent store: a job
+    # whose runs were missed within schedule.grace_seconds runs once; one missed by more
+    # is skipped (the worker reports the event) and waits for its next time.
+    import time
+    from types import SimpleNamespace
+
+    from apscheduler.events import EVENT_JOB_MISSED
+
+    from orchestrator import worker
+    from orchestrator.config import ScheduleConfig
+    from orchestrator.schedule import make_scheduler, sync
+
+    monkeypatch.chdir(tmp_path)
+    config = Config(home=tmp_path / "home", schedule=ScheduleConfig(grace_seconds=60))
+    params = suites_on_disk(tmp_path)
+    add(config, params, name="recent", every="10s")
+    add(config, params, name="stale", every="1h")
+    now = datetime.now(UTC)
+    with scheduler(config) as sched:  # as if no worker ran for a while
+        sched.modify_job("recent", next_run_time=now - timedelta(seconds=35))  # 4 runs missed
+        sched.modify_job("stale", next_run_time=now - timedelta(minutes=10))
+    fired: list[str] = []
+    monkeypatch.setattr(worker, "_active", SimpleNamespace(fire=fired.append))
+    sched, missed = make_scheduler(config.home), []
+    sched.add_listener(lambda event: missed.append(event.job_id), EVENT_JOB_MISSED)
+    sched.start(paused=True)
+    try:
+        sync(sched, config)  # an unchanged job keeps its (missed) time
+        sched.resume()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (fired and missed):
+            time.sleep(0.05)
+        time.sleep(0.5)
+        next_stale = sched.get_job("stale").next_run_time
+    finally:
+        sched.shutdown(wait=True)
+    assert fired == ["recent"] and missed == ["stale"]
+    assert timedelta(minutes=45) < next_stale - now < timedelta(minutes=61)
