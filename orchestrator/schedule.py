@@ -289,7 +289,7 @@ class OfflineScheduler(BaseScheduler):
     """A scheduler with no loop: it reads and changes the persistent schedule and never
     runs a job (what ``schedule`` commands use while a worker may be running)."""
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self, wait: bool = True) -> None:  # abstract in BaseScheduler
         super().shutdown(wait)
 
     def wakeup(self) -> None:

@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 from apscheduler.events import EVENT_JOB_MISSED
@@ -46,6 +46,9 @@ def fire(name: str) -> None:
 
 
 class Worker:
+    """What runs the jobs APScheduler finds due, in its executor thread; ``stop`` is set
+    by a signal (the job in progress then ends at its next stage boundary)."""
+
     def __init__(self, config: Config, say: Say) -> None:
         self.config = config
         self.say = say
@@ -85,7 +88,6 @@ def run_worker(config: Config, *, wait: bool, say: Say) -> int:
     """Run due jobs until a signal stops the worker; returns the number of job runs.
     ``LockBusy`` when another worker holds the data directory (without ``wait``). The
     models and the loop are imported when a job first runs, so a refusal is quick."""
-    global _active
     home = config.home
     worker = Worker(config, say)
 
@@ -93,28 +95,41 @@ def run_worker(config: Config, *, wait: bool, say: Say) -> int:
         return (f"another selftaught worker (pid {pid}) is running on {home} (it holds "
                 f"{home / WORKER_LOCK}); stop it first, or start this one with --wait")
 
-    with graceful_stop(worker.stop, say, hard=lambda: os._exit(130)):
-        with hold(home / WORKER_LOCK, busy, wait=wait, stop=worker.stop,
-                  on_wait=lambda pid: say(f"waiting for the worker in pid {pid} to stop")):
-            _close_stale_runs(home, say)
-            sched = make_scheduler(home)
-            sched.add_listener(lambda event: _missed(event, config, say), EVENT_JOB_MISSED)
-            sched.start(paused=True)
-            _active = worker
-            try:
-                sync(sched, config)
-                sched.resume()
-                say(f"worker pid {os.getpid()} on {home}: {len(sched.get_jobs())} job(s); "
-                    "Ctrl-C or SIGTERM stops it after the current stage")
-                while not worker.stop.wait(config.schedule.poll_seconds):
-                    sync(sched, config)  # jobs added, paused or removed meanwhile
-                    sched.wakeup()
-            finally:
-                worker.stop.set()
-                sched.shutdown(wait=True)  # the job in progress ends at its next boundary
-                _active = None
+    with graceful_stop(worker.stop, say, hard=lambda: os._exit(130)), ExitStack() as held:
+        try:
+            held.enter_context(hold(
+                home / WORKER_LOCK, busy, wait=wait, stop=worker.stop,
+                on_wait=lambda pid: say(f"waiting for the worker in pid {pid} to stop")))
+        except StopRequested:  # a signal while waiting for the other worker
+            say("stopped before starting")
+            return 0
+        _close_stale_runs(home, say)
+        _serve(worker)
     say(f"worker stopped after {worker.runs} job run(s)")
     return worker.runs
+
+
+def _serve(worker: Worker) -> None:
+    """APScheduler on the persistent schedule, handing due jobs to ``worker``, until
+    ``worker.stop`` is set; returns once the job in progress has ended."""
+    global _active
+    config, say = worker.config, worker.say
+    sched = make_scheduler(config.home)
+    sched.add_listener(lambda event: _missed(event, config, say), EVENT_JOB_MISSED)
+    sched.start(paused=True)
+    _active = worker
+    try:
+        sync(sched, config)
+        sched.resume()
+        say(f"worker pid {os.getpid()} on {config.home}: {len(sched.get_jobs())} job(s); "
+            "Ctrl-C or SIGTERM stops it after the current stage")
+        while not worker.stop.wait(config.schedule.poll_seconds):
+            sync(sched, config)  # jobs added, paused or removed meanwhile
+            sched.wakeup()
+    finally:
+        worker.stop.set()
+        sched.shutdown(wait=True)  # the job in progress ends at its next boundary
+        _active = None
 
 
 def run_now(config: Config, name: str, say: Say) -> JobRun:
