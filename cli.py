@@ -503,8 +503,9 @@ def schedule_add(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a job: `schedule add NAME --every 1d [budgets] -- TASKS --holdout TASKS ...`.
-    The improve arguments are checked now (specs, holdout, leakage, config)."""
+    """Add a job, e.g. `schedule add nightly --cron "0 3 * * *" --max-tokens 2000000 --
+    TASKS --holdout TASKS`. The improve arguments are checked now (specs, holdout,
+    leakage, config)."""
     from orchestrator.schedule import add_job
 
     args = list(improve_args or [])
