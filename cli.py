@@ -470,5 +470,199 @@ def adapters_rollback(config: ConfigOpt = None) -> None:
     out.print(f"{done.champion.name} is champion again; {done.before} is retired", highlight=False)
 
 
+# -- scheduled jobs, the worker and the report --------------------------------------------
+
+schedule_app = typer.Typer(no_args_is_help=True, help="Improve jobs that run by themselves, with budgets.")
+typer_app.add_typer(schedule_app, name="schedule")
+
+_OUTCOME_EXIT = {"done": 0, "budget": 1, "failed": 1, "interrupted": 130}
+"""``schedule run``'s exit code per outcome."""
+
+
+def _improve_params(args: list[str]) -> dict[str, Any]:
+    """``improve``'s own parser applied to ``args``: its options, its checks."""
+    command = typer.main.get_command(typer_app).commands["improve"]
+    try:
+        return dict(command.make_context("improve", list(args)).params)
+    except typer.TyperException as exc:
+        raise ConfigError(f"the improve arguments after --: {exc.format_message()}") from None
+
+
+@schedule_app.command("add")
+def schedule_add(
+    name: Annotated[str, typer.Argument(help="The job's name.")],
+    improve_args: Annotated[Optional[list[str]], typer.Argument(
+        help="After --: the arguments of `selftaught improve` (TASKS --holdout TASKS ...).")] = None,
+    cron: Annotated[Optional[str], typer.Option("--cron", help="Cron expression, e.g. '0 3 * * *'.")] = None,
+    every: Annotated[Optional[str], typer.Option("--every", help="Interval: 90s, 30m, 2h, 1d, 1h30m.")] = None,
+    after_trajectories: Annotated[Optional[int], typer.Option(
+        "--after-trajectories", help="Run once N new trajectories are stored.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Wall-time budget per run.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Token budget per run (all roles).")] = None,
+    max_usd: Annotated[Optional[float], typer.Option("--max-usd", help="Dollar budget per run (hosted models).")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a job, e.g. `schedule add nightly --cron "0 3 * * *" --max-tokens 2000000 --
+    TASKS --holdout TASKS`. The improve arguments are checked now (specs, holdout,
+    leakage, config)."""
+    from orchestrator.schedule import add_job
+
+    args = list(improve_args or [])
+    status = add_job(_config(config), name, cron=cron, every=every,
+                     after_trajectories=after_trajectories, max_minutes=max_minutes,
+                     max_tokens=max_tokens, max_usd=max_usd, improve_params=_improve_params(args),
+                     improve_argv=args, config_file=config)
+    if as_json:
+        _print_json(status.model_dump(mode="json"))
+        return
+    out.print(f"job {name} added: {status.job.trigger.describe()}; next run "
+              f"{_when(status)}", highlight=False)
+
+
+@schedule_app.command("list")
+def schedule_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Jobs with their next run, last run and last outcome."""
+    from orchestrator.schedule import list_jobs
+
+    statuses = list_jobs(_config(config))
+    if as_json:
+        _print_json({"jobs": [s.model_dump(mode="json") for s in statuses]})
+        return
+    if not statuses:
+        out.print("no jobs yet; add one with `selftaught schedule add`", highlight=False)
+        return
+    table = Table(title="scheduled jobs")
+    for column in ("name", "trigger", "budget", "next run", "last run", "last outcome"):
+        table.add_column(column, overflow="fold")
+    for s in statuses:
+        last = s.last_run
+        table.add_row(s.job.name, s.job.trigger.describe(), _budget(s.job.budget), _when(s),
+                      f"{last.started_at:%Y-%m-%d %H:%M}" if last else "-",
+                      last.outcome if last else "-")
+    out.print(table)
+
+
+@schedule_app.command("show")
+def schedule_show(name: Annotated[str, typer.Argument()], config: ConfigOpt = None,
+                  as_json: JsonOpt = False) -> None:
+    """A job and its runs, newest first."""
+    from orchestrator.schedule import show_job
+
+    detail = show_job(_config(config), name)
+    if as_json:
+        _print_json(detail.model_dump(mode="json"))
+        return
+    job = detail.job
+    out.print(f"job {job.name}: {job.trigger.describe()}; budget {_budget(job.budget)}; next run "
+              f"{_when(detail)}\nimprove {' '.join(job.improve.argv)}", highlight=False)
+    table = Table(title=f"runs of {job.name}")
+    for column in ("run", "cause", "started", "minutes", "outcome", "rounds", "promoted",
+                   "tokens", "cost $", "reason", "log"):
+        table.add_column(column, overflow="fold")
+    for r in detail.runs:
+        table.add_row(r.run_id, r.cause, f"{r.started_at:%Y-%m-%d %H:%M:%S}", f"{r.seconds / 60:.1f}",
+                      r.outcome, str(r.rounds), ", ".join(r.promoted) or "-", str(r.tokens),
+                      f"{r.cost_usd:.4f}", r.reason, r.log)
+    out.print(table)
+
+
+def _set_paused(name: str, config: Path | None, paused: bool) -> None:
+    from orchestrator.schedule import set_paused
+
+    status = set_paused(_config(config), name, paused)
+    out.print(f"job {name} {'paused' if paused else 'resumed'}; next run {_when(status)}",
+              highlight=False)
+
+
+@schedule_app.command("pause")
+def schedule_pause(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Stop a job from running until it is resumed."""
+    _set_paused(name, config, True)
+
+
+@schedule_app.command("resume")
+def schedule_resume(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Let a paused job run again."""
+    _set_paused(name, config, False)
+
+
+@schedule_app.command("remove")
+def schedule_remove(name: Annotated[str, typer.Argument()], config: ConfigOpt = None) -> None:
+    """Delete a job (its past runs stay in the report)."""
+    from orchestrator.schedule import remove_job
+
+    remove_job(_config(config), name)
+    out.print(f"job {name} removed", highlight=False)
+
+
+@schedule_app.command("run")
+def schedule_run(name: Annotated[str, typer.Argument()], config: ConfigOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """Run a job now, once, in the foreground (Ctrl-C stops it after the current stage).
+    Exits 0 when it ran to the end, 1 when it failed or hit its budget, 130 interrupted."""
+    from orchestrator.worker import run_now
+
+    try:
+        run = run_now(_config(config), name, say=lambda line: err.print(line, highlight=False,
+                                                                          markup=False))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if as_json:
+        _print_json(run.model_dump(mode="json"))
+    else:
+        out.print(f"job {name} run {run.run_id}: [bold]{run.outcome}[/]"
+                  f"{' (' + run.reason + ')' if run.reason else ''}; {run.rounds} round(s), "
+                  f"promoted {', '.join(run.promoted) or 'none'}; {run.tokens} tokens, "
+                  f"${run.cost_usd:.4f}, {run.seconds / 60:.1f} min; log {run.log}", highlight=False)
+    raise typer.Exit(_OUTCOME_EXIT[run.outcome])
+
+
+@typer_app.command()
+def worker(
+    wait: Annotated[bool, typer.Option("--wait", help="If another worker runs, wait for it to stop.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run scheduled jobs when they are due, one at a time, until Ctrl-C or SIGTERM
+    (which stop after the current stage)."""
+    from orchestrator.worker import run_worker
+
+    run_worker(_config(config), wait=wait, say=lambda line: err.print(line, highlight=False,
+                                                                       markup=False))
+
+
+@typer_app.command()
+def report(
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Directory to write (default: HOME/report).")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """An HTML page with PNG plots of progress: pass@1 per family across adapters,
+    solved-at distributions, memory worth, spend per job; tables of runs and adapters."""
+    from orchestrator.report_page import build
+
+    with err.status("drawing the report"):
+        built = build(_config(config), out_dir)
+    if as_json:
+        _print_json(built.model_dump(mode="json"))
+        return
+    out.print(f"report: {built.files['html']} ({len(built.files) - 1} figure(s))", highlight=False)
+
+
+def _when(status) -> str:
+    if status.job.paused:
+        return "paused"
+    if status.new_trajectories is not None:
+        return f"after {status.job.trigger.text} new trajectories ({status.new_trajectories} so far)"
+    return f"{status.next_run:%Y-%m-%d %H:%M:%S %Z}" if status.next_run else "-"
+
+
+def _budget(budget) -> str:
+    parts = [f"{budget.max_minutes:g} min" if budget.max_minutes else "",
+             f"{budget.max_tokens} tokens" if budget.max_tokens else "",
+             f"${budget.max_usd:g}" if budget.max_usd else ""]
+    return ", ".join(p for p in parts if p) or "none"
+
+
 if __name__ == "__main__":
     app()

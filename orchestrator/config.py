@@ -126,6 +126,18 @@ class ImproveConfig(_Section):
     """Collect-distill-gate rounds per ``improve`` call."""
 
 
+class ScheduleConfig(_Section):
+    """Scheduled improve jobs and the worker that runs them (``schedule``, ``worker``)."""
+
+    grace_seconds: int = Field(3600, ge=1)
+    """Catch-up policy: a run missed while no worker ran (or while another job ran) still
+    starts when the worker gets to it within this many seconds of its time; several
+    missed runs of one job coalesce into one. A run missed by more is skipped."""
+    poll_seconds: float = Field(30.0, gt=0, le=3600)
+    """How often the worker picks up jobs added, paused or removed while it runs, and
+    checks the trajectory count of ``--after-trajectories`` jobs."""
+
+
 class Config(_Section):
     """The whole configuration; ``selftaught config show`` prints the effective one."""
 
@@ -136,6 +148,7 @@ class Config(_Section):
     run: RunConfig = Field(default_factory=RunConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     improve: ImproveConfig = Field(default_factory=ImproveConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
 
 def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Config:
