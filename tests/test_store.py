@@ -538,13 +538,17 @@ def test_a_record_newer_than_the_code_is_refused(tmp_path: Path) -> None:
         store.get_run("run-1")
 
 
-def test_a_damaged_record_is_a_store_error(tmp_path: Path) -> None:
+def test_a_damaged_record_is_skipped_with_a_warning_naming_it(tmp_path: Path, caplog) -> None:
+    # One bad row used to make every read of the table fail (runs list, memory export).
     path = tmp_path / "s.db"
     with SQLiteStore(path) as store:
         store.create_run(make_run())
-        t = make_trajectory()
-        store.add_trajectory(t)
+        bad, good = make_trajectory(task_id="bad"), make_trajectory(task_id="good")
+        store.add_trajectory(bad)
+        store.add_trajectory(good)
     with sqlite3.connect(path) as raw:
-        raw.execute("UPDATE trajectories SET record = '{\"half\": '")
-    with SQLiteStore(path) as store, pytest.raises(StoreError, match=t.id):
-        store.trajectories()
+        raw.execute("UPDATE trajectories SET record = '{\"half\": ' WHERE id = ?", (bad.id,))
+    with SQLiteStore(path) as store:
+        assert [t.id for t in store.trajectories()] == [good.id]
+        assert [r.run_id for r in store.list_runs()] == ["run-1"]
+    assert bad.id in caplog.text and "skipped" in caplog.text and "selftaught doctor" in caplog.text
