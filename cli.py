@@ -195,6 +195,7 @@ def run(
         err.print(f"interrupted{hint}", highlight=False)
 
     guard = InterruptGuard(last_words)
+    guard.exit_at_once()
     try:
         with progress:
             summary = start_or_resume(cfg, spec=spec, resume=resume, overrides=overrides,

@@ -93,14 +93,15 @@ def empty_file_problem(path: Path) -> str | None:
     return None
 
 
-def check(path: Path) -> str | None:
+def check(path: Path, *, empty_ok: bool = False) -> str | None:
     """``PRAGMA quick_check`` of the database at ``path`` without writing to it: None when
-    healthy (or absent), else the problem in words. Reads the whole file once."""
+    healthy (or absent), else the problem in words. Reads the whole file once. An empty
+    file is a problem unless ``empty_ok`` (a file whose writer creates it empty first)."""
     if not path.exists():
         return None
     problem = empty_file_problem(path)
     if problem:
-        return problem
+        return None if empty_ok else problem
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     except sqlite3.Error as exc:

@@ -97,7 +97,7 @@ def _check_store(path: Path, report: DoctorReport, repair: bool) -> None:
 
 
 def _check_checkpoints(path: Path, report: DoctorReport, repair: bool) -> None:
-    problem = damage.check(path)
+    problem = damage.check(path, empty_ok=True)
     if not problem:
         return
     finding = Finding(path=str(path), problem=problem,

@@ -8,10 +8,13 @@ keeping is written by then (trajectories, task errors and graph checkpoints are
 committed SQLite transactions; cancelled tasks checkpoint on their way out), so the
 process ends with ``os._exit`` after flushing its output.
 
-:class:`InterruptGuard` also covers the case where the clean-up itself does not finish:
-armed inside a running event loop, it wraps asyncio's Ctrl-C handler, and if the
-process is still alive ``grace_s`` after the first Ctrl-C it says its last words and
-exits 130 anyway.
+:class:`InterruptGuard` covers the whole command. Before the event loop starts nothing
+is in flight, so :meth:`~InterruptGuard.exit_at_once` makes Ctrl-C exit there and then
+(a ``KeyboardInterrupt`` raised into a library's import can be swallowed by its
+``except:``, and the run would go on). Inside the loop, :meth:`~InterruptGuard.arm`
+wraps asyncio's handler (which cancels the tasks, so they checkpoint); if the process
+is still alive ``grace_s`` after the first Ctrl-C, it says its last words and exits 130
+anyway.
 """
 
 from __future__ import annotations
@@ -49,6 +52,16 @@ class InterruptGuard:
         self._grace_s = grace_s
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
+
+    def exit_at_once(self) -> None:
+        """From now until :meth:`release`, Ctrl-C exits at once (main thread only)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, lambda signum, frame: self.exit())
+
+    def release(self) -> None:
+        """Give Ctrl-C back to Python (so ``asyncio.run`` installs its own handler)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def arm(self) -> None:
         """Wrap the current SIGINT handler (call from the main thread, inside the event

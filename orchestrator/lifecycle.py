@@ -141,7 +141,8 @@ def check_state_files(home: Path) -> None:
     file is small, the store is read at the speed of the disk)."""
     for name in (DB_FILENAME, CHECKPOINTS_FILE):
         path = Path(home) / name
-        problem = damage.check(path)
+        # langgraph's checkpoint file starts empty; ours never does (see memory.store).
+        problem = damage.check(path, empty_ok=name == CHECKPOINTS_FILE)
         if problem:
             raise StoreError(damage.damaged_message(path, problem))
 

@@ -37,7 +37,8 @@ def start_or_resume(
     (flags given again on resume override them). Everything is checked before a run
     record is written or claimed (tasks, models, credentials, adapter, state files:
     ``runner.preflight``); a run another live process is working on is refused.
-    ``guard`` is armed once the event loop runs (see ``orchestrator.interrupts``)."""
+    With a ``guard`` (see ``orchestrator.interrupts``), Ctrl-C ends the process through
+    it once the run's clean-up is done."""
     with open_store(config.home) as store:
         if resume is not None:
             run = store.get_run(resume)
@@ -61,11 +62,20 @@ def start_or_resume(
             on_start(run.run_id, len(tasks), len(store.finished_task_ids(run.run_id)))
 
         async def main() -> RunSummary:
-            if guard is not None:
-                guard.arm()
-            return await execute_run(config, tasks, store, run, models=models,
-                                     on_trajectory=on_trajectory)
+            if guard is None:
+                return await execute_run(config, tasks, store, run, models=models,
+                                         on_trajectory=on_trajectory)
+            guard.arm()
+            try:
+                return await execute_run(config, tasks, store, run, models=models,
+                                         on_trajectory=on_trajectory)
+            except asyncio.CancelledError:
+                # Ctrl-C: the tasks have checkpointed and the run is marked interrupted.
+                # Exit now rather than wait for litellm's executor threads to finish.
+                guard.exit()
 
+        if guard is not None:
+            guard.release()
         return asyncio.run(main())
 
 

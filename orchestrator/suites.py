@@ -135,20 +135,20 @@ def _check_count(n: int, spec: str, limits: LimitsConfig) -> None:
 
 
 def _combined(spec: str, parts: list[str], limits: LimitsConfig) -> list[Task]:
+    if any(not part.strip() for part in parts):
+        raise ConfigError(f"empty part in TASKS spec {spec!r}: join specs as SPEC+SPEC")
+    declared = [parse_rg_spec(p.strip())[1] for p in parts if p.strip().startswith("rg:")]
+    _check_count(sum(declared), spec, limits)  # before generating any
     tasks: list[Task] = []
     seen: dict[str, str] = {}
     for part in parts:
-        if not part.strip():
-            raise ConfigError(f"empty part in TASKS spec {spec!r}: join specs as SPEC+SPEC")
-        left = limits.max_tasks - len(tasks)
-        if left < 1:
-            _check_count(limits.max_tasks + 1, spec, limits)
-        for task in load_tasks(part, limits=limits.model_copy(update={"max_tasks": left})):
+        for task in load_tasks(part, limits=limits):
             if task.id in seen:
                 raise ConfigError(f"task {task.id} is in both {seen[task.id]!r} and {part!r} "
                                   f"of TASKS spec {spec!r}; give each task once")
             seen[task.id] = part
             tasks.append(task)
+        _check_count(len(tasks), spec, limits)
     return tasks
 
 

@@ -56,6 +56,9 @@ class FakeOpenAI:
     faults: Iterable[str] | Callable[[int, dict[str, Any]], str] = ()
     reply: Callable[[list[dict[str, Any]]], str] = default_reply
     hang_s: float = 30.0
+    delay_s: float = 0.0
+    """Seconds each normal reply takes (a slow model, so work is in flight long enough
+    to be interrupted)."""
     requests: list[Request] = field(default_factory=list)
     injected: Counter = field(default_factory=Counter)
 
@@ -129,6 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "invalid_json":
             self._send(200, b"{this is not json")
             return
+        time.sleep(self.fake.delay_s)
         text = self.fake.reply(body.get("messages", []))
         if request.stream:
             self._stream(text, truncate=fault == "truncate")
