@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core.errors import ConfigError, SelftaughtError
@@ -54,9 +55,9 @@ def app() -> None:
     try:
         typer_app()
     except ConfigError as exc:
-        _fail(exc, 2, as_json, f"[bold red]error:[/] {exc}")
+        _fail(exc, 2, as_json, f"[bold red]error:[/] {escape(str(exc))}")
     except SelftaughtError as exc:
-        _fail(exc, 1, as_json, f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+        _fail(exc, 1, as_json, f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}")
     except SystemExit as exc:  # typer turns Ctrl-C into exit 130, bad usage into exit 2
         from orchestrator.interrupts import INTERRUPTED, exit_now
 
@@ -209,9 +210,9 @@ def run(
         _print_run_summary(summary)
     if summary.errors:
         for line in summary.errors:
-            err.print(f"[red]task failed (not recorded as a result):[/] {line}", highlight=False)
+            err.print(f"[red]task failed (not recorded as a result):[/] {escape(line)}", highlight=False)
         if summary.stopped:
-            err.print(f"[red]stopped:[/] {summary.stopped}", highlight=False)
+            err.print(f"[red]stopped:[/] {escape(summary.stopped)}", highlight=False)
         err.print(f"{summary.unfinished} task(s) unfinished; retry them with: "
                   f"selftaught run --resume {summary.run_id}", highlight=False)
         raise typer.Exit(1)
@@ -469,7 +470,7 @@ def adapters_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
                       m.created_at.strftime("%Y-%m-%d %H:%M"), _eval_summary(m.evaluation))
     out.print(table)
     for name, problem in listing.missing.items():
-        err.print(f"[red]adapter {name}:[/] {problem}", highlight=False)
+        err.print(f"[red]adapter {name}:[/] {escape(problem)}", highlight=False)
 
 
 @adapters_app.command("show")
@@ -546,8 +547,8 @@ def doctor(
     elif not report.findings:
         out.print(f"{report.home}: no problems found", highlight=False)
     for f in [] if as_json else report.findings:
-        out.print(f"[bold]{f.path}[/]: {f.problem}", highlight=False)
-        out.print(f"  repaired: {f.repaired}" if f.repaired else f"  repair: {f.repair}",
+        out.print(f"[bold]{escape(f.path)}[/]: {escape(f.problem)}", highlight=False)
+        out.print(f"  repaired: {escape(f.repaired)}" if f.repaired else f"  repair: {escape(f.repair)}",
                   highlight=False)
     if not report.healthy:
         if not repair and not as_json:

@@ -17,7 +17,9 @@ number and body). Faults:
 * ``timeout``: no answer for ``hang_s`` seconds (longer than the client's timeout);
 * ``truncate``: the body (or the stream) is cut off halfway and the connection closed;
 * ``invalid_json``: status 200 with a body that is not JSON;
-* ``reset``: the connection is closed without any reply.
+* ``reset``: the connection is closed without any reply;
+* ``401``: a rejected key, echoing the key it was sent, as real providers do
+  ("Incorrect API key provided: sk-...") - the way a key reaches an error message.
 
 Every request is recorded (``requests``: number, fault, whether streamed, the body) so a
 test can count retries and measure the gaps between them (backoff).
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("ok", "429", "500", "timeout", "truncate", "invalid_json", "reset")
+FAULTS = ("ok", "429", "500", "timeout", "truncate", "invalid_json", "reset", "401")
 
 
 @dataclass
@@ -123,6 +125,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault == "timeout":
             time.sleep(self.fake.hang_s)
+            return
+        if fault == "401":
+            sent = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            self._send(401, json.dumps({"error": {"message": f"Incorrect API key provided: {sent}",
+                                                  "type": "invalid_request_error",
+                                                  "code": "invalid_api_key"}}).encode())
             return
         if fault in ("429", "500"):
             message = {"429": "Rate limit reached, slow down", "500": "The server had an error"}[fault]
