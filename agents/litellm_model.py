@@ -119,7 +119,7 @@ class LiteLLMChatModel:
         for attempt in range(self.max_retries + 1):
             try:
                 response = await self._bounded(litellm.acompletion(**kwargs))
-                choice = response.choices[0]  # a reply without choices is a broken reply
+                choice = response.choices[0]  # in the try: no choices is a provider error
                 break
             except Exception as e:
                 error = self._classify(e)

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shutil
 import sqlite3
 import subprocess
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fake_provider import FakeOpenAI  # noqa: E402
 from tests.kill_harness import (kill_on_replace_env, lost, registry_problems, run_to_end,  # noqa: E402
-                                start_and_kill, store_rows)
+                                start_and_kill, store_rows, tiny_improve)
 from tests.support import SELFTAUGHT, build_tiny_base, jsonl  # noqa: E402
 
 KEY = "sk-bench-" + "r" * 24
@@ -93,12 +92,28 @@ def bench_faults(work: Path, rng: random.Random) -> dict:
         done = run_to_end(["run", str(tasks), "--json"], cwd=work,
                           env={**env, "OPENAI_BASE_URL": server.base_url})
         seconds = time.monotonic() - started
-    summary = json.loads(done.stdout)
+        summary = json.loads(done.stdout)
+        injected = dict(server.injected)
+        requests = len(server.requests)
+        # A task whose call met a fault on every try (4 with 3 retries) is a task error;
+        # the resume runs it again (the schedule keeps injecting faults).
+        resumed = run_to_end(["run", "--resume", summary["run_id"], "--json"], cwd=work,
+                             env={**env, "OPENAI_BASE_URL": server.base_url})
     recorded = [f for t in trajectories(home) for a in t["attempts"] for f in a["faults"]]
-    result = {"tasks": 40, "requests": len(server.requests), "injected": dict(server.injected),
-              "injected_total": sum(server.injected.values()), "recorded_on_attempts": len(recorded),
-              "task_errors": len(summary["errors"]), "finished": summary["solved"] + summary["unsolved"],
-              "exit": done.returncode, "seconds": round(seconds, 1)}
+    kinds = Counter(next((k for k in ("RateLimit", "InternalServer", "no reply") if k in f), "other")
+                    for f in recorded)
+    final = json.loads(resumed.stdout)
+    with sqlite3.connect(home / "selftaught.db") as conn:
+        errors = [json.loads(r[0])["message"][:120] for r in conn.execute("SELECT record FROM task_errors")]
+    result = {"tasks": 40, "requests": requests, "injected": injected,
+              "injected_total": sum(injected.values()), "first_run": {
+                  "exit": done.returncode, "task_errors": len(summary["errors"]),
+                  "finished": summary["solved"] + summary["unsolved"], "seconds": round(seconds, 1)},
+              "task_error_messages": errors,
+              "after_resume": {"exit": resumed.returncode,
+                               "finished": final["solved"] + final["unsolved"],
+                               "injected_total": sum(server.injected.values())},
+              "recorded_on_attempts": len(recorded), "recorded_kinds": dict(kinds)}
     log("faults:", result)
 
     # An outage: every call fails for a whole run, then the provider comes back.
@@ -161,26 +176,9 @@ def bench_kill_run(work: Path, rng: random.Random, points: int) -> dict:
 # -- kill improve ------------------------------------------------------------------------
 
 
-def improve_setup(work: Path, tiny: Path) -> list[str]:
-    (work / "selftaught.toml").write_text(
-        f'[models]\ngenerator = "local/{tiny}"\ncritic = "local/{tiny}"\nhint = "local/{tiny}"\n'
-        '[loop]\nmax_attempts = 1\nreply_max_tokens = 8\nreference_hint = "answer"\n'
-        "[run]\nconcurrency = 4\n[distill.train]\nmax_steps = 2\nbatch_size = 4\n"
-        "[improve]\nmargin = 0.0\n")
-
-    def rows(prefix: str, n: int, offset: int) -> list[dict]:
-        return [{"id": f"{prefix}{i}", "prompt": f"What is {i + offset} + 7?", "family": "add",
-                 "reference_answer": str(i + offset + 7),
-                 "verifier": {"type": "regex", "params": {"pattern": ".*"}}} for i in range(n)]
-
-    train = jsonl(work / "train.jsonl", rows("tr", 16, 0))
-    holdout = jsonl(work / "holdout.jsonl", rows("ho", 8, 100))
-    return ["improve", str(train), "--holdout", str(holdout), "--json"]
-
-
 def bench_kill_improve(work: Path, rng: random.Random, points: int) -> dict:
     tiny = build_tiny_base(work / "tiny")
-    args = improve_setup(work, tiny)
+    args = tiny_improve(work, tiny)
     home = work / "home"
     env = {"SELFTAUGHT_HOME": str(home)}
     calibration = run_to_end(args, cwd=work, env=env)
@@ -271,8 +269,9 @@ def bench_corruption(work: Path, rng: random.Random) -> dict:
             from finetune.registry import AdapterRegistry
             from tests.support import manifest, trained_dir
 
-            registry = AdapterRegistry(home)
-            registry.add("a0001", trained_dir(where, "one"), manifest())
+            registry = AdapterRegistry(home)  # trained for the generator used below
+            registry.add("a0001", trained_dir(where, "one"),
+                         manifest().model_copy(update={"base_model": "openai/fake"}))
             registry.promote("a0001")
             shutil.rmtree(registry.root / "a0001")
         cases.append(_corruption_case(where, kind, 200))
@@ -282,12 +281,15 @@ def bench_corruption(work: Path, rng: random.Random) -> dict:
 
 
 def _corruption_case(where: Path, kind: str, stored: int) -> dict:
-    env = {"SELFTAUGHT_HOME": str(where / "home"), "OPENAI_API_KEY": KEY}
     fake_config(where)
     tasks = questions(where, 1)
-    start = run_to_end(["run", str(tasks)], cwd=where, env=env)
+    with FakeOpenAI() as server:
+        env = {"SELFTAUGHT_HOME": str(where / "home"), "OPENAI_API_KEY": KEY,
+               "OPENAI_BASE_URL": server.base_url}
+        start = run_to_end(["run", str(tasks)], cwd=where, env=env)
     text = " ".join(start.stderr.split())
     listed = run_to_end(["runs", "list", "--json"], cwd=where, env=env)
+    exported = run_to_end(["memory", "export", str(where / "out.jsonl")], cwd=where, env=env)
     repaired = run_to_end(["doctor", "--repair", "--json"], cwd=where, env=env)
     report = json.loads(repaired.stdout) if repaired.stdout.strip() else {}
     check = run_to_end(["doctor", "--json"], cwd=where, env=env)
@@ -296,7 +298,8 @@ def _corruption_case(where: Path, kind: str, stored: int) -> dict:
     return {"kind": kind, "run_exit": start.returncode, "traceback": "Traceback" in start.stderr,
             "names_file": any(n in text for n in ("selftaught.db", "checkpoints.db", "a0001")),
             "names_repair": "doctor --repair" in text or "adapters rollback" in text,
-            "runs_list_exit": listed.returncode,
+            "runs_list_exit": listed.returncode, "export_exit": exported.returncode,
+            "export_warns_skipped": "skipped" in exported.stderr,
             "repair_exit": repaired.returncode, "healthy_after": check.returncode == 0,
             "repaired": [f.get("repaired") for f in report.get("findings", [])][:3],
             "rows_before": stored, "rows_after_repair": len(kept)}
@@ -325,7 +328,7 @@ def bench_concurrency(work: Path) -> dict:
     imp = work / "improve"
     imp.mkdir()
     tiny = build_tiny_base(imp / "tiny")
-    args = improve_setup(imp, tiny)
+    args = tiny_improve(imp, tiny)
     spec = jsonl(imp / "run.jsonl", [{"id": f"r{i}", "prompt": f"Run q {i}?", "answer": 42} for i in range(100)])
     with FakeOpenAI(delay_s=0.05) as server:
         env = {**os.environ, "SELFTAUGHT_HOME": str(imp / "home"), "OPENAI_API_KEY": KEY,

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import SELFTAUGHT
+from tests.support import SELFTAUGHT, jsonl
 
 HOOK = '''
 import os, signal
@@ -144,3 +144,24 @@ def registry_problems(home: Path) -> list[str]:
             if not (home / "adapters" / name / required).is_file():
                 problems.append(f"{name} is listed but lacks {required}")
     return problems
+
+
+def tiny_improve(work: Path, tiny: Path, *, train: int = 16, holdout: int = 8) -> list[str]:
+    """Write a config and task files for an ``improve`` whose every stage runs in
+    seconds on a tiny untrained local model (``tests.support.build_tiny_base``): the
+    regex verifier passes any answer, so collection solves, a candidate is trained,
+    evaluated and (margin 0) promoted. Returns the ``improve`` arguments."""
+    (work / "selftaught.toml").write_text(
+        f'[models]\ngenerator = "local/{tiny}"\ncritic = "local/{tiny}"\nhint = "local/{tiny}"\n'
+        '[loop]\nmax_attempts = 1\nreply_max_tokens = 8\nreference_hint = "answer"\n'
+        "[run]\nconcurrency = 4\n[distill.train]\nmax_steps = 2\nbatch_size = 4\n"
+        "[improve]\nmargin = 0.0\n")
+
+    def rows(prefix: str, n: int, offset: int) -> list[dict]:
+        return [{"id": f"{prefix}{i}", "prompt": f"What is {i + offset} + 7?", "family": "add",
+                 "reference_answer": str(i + offset + 7),
+                 "verifier": {"type": "regex", "params": {"pattern": ".*"}}} for i in range(n)]
+
+    train_file = jsonl(work / "train.jsonl", rows("tr", train, 0))
+    holdout_file = jsonl(work / "holdout.jsonl", rows("ho", holdout, 100))
+    return ["improve", str(train_file), "--holdout", str(holdout_file), "--json"]

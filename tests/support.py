@@ -23,6 +23,17 @@ def cli(*args: str, cwd: Path, timeout_s: float = 300, **env: str) -> subprocess
                           text=True, timeout=timeout_s)
 
 
+def stored_count(db: Path) -> int:
+    """Trajectories in the SQLite file ``db`` (0 while it does not exist yet)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
 def jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

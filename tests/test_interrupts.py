@@ -17,18 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import SELFTAUGHT
+from tests.support import SELFTAUGHT, stored_count
 
 pytestmark = pytest.mark.model
 SPEC = "rg:basic_arithmetic:n=6:seed=5:min_terms=2:max_terms=2:min_digits=1:max_digits=1"
-
-
-def _stored(db: Path) -> int:
-    try:
-        with sqlite3.connect(db) as conn:
-            return conn.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
 
 
 def _interrupt(tmp_path: Path, when) -> tuple[subprocess.CompletedProcess, float]:
@@ -75,10 +67,10 @@ def test_ctrl_c_while_loading_and_while_generating_exits_130_after_the_hint(tmp_
     first = _assert_clean_interrupt(loading)
 
     # While generating: once a task is stored.
-    generating, took = _interrupt(tmp_path, lambda text: _stored(db) >= 1)
+    generating, took = _interrupt(tmp_path, lambda text: stored_count(db) >= 1)
     second = _assert_clean_interrupt(generating)
     assert took < 30, f"exit took {took:.0f} s after Ctrl-C"
-    done = _stored(db)
+    done = stored_count(db)
 
     listed = subprocess.run([SELFTAUGHT, "runs", "list", "--json"], cwd=tmp_path, check=True,
                             env={**os.environ, "SELFTAUGHT_HOME": str(tmp_path / "home")},

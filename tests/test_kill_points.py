@@ -11,7 +11,7 @@ import pytest
 
 from tests.fake_provider import FakeOpenAI
 from tests.kill_harness import (kill_on_replace_env, lost, registry_problems, run_to_end,
-                                start_and_kill, store_rows)
+                                start_and_kill, store_rows, tiny_improve)
 from tests.support import jsonl
 
 KEY = "sk-test-" + "k1ll" * 8
@@ -52,25 +52,9 @@ def test_run_killed_at_random_points_then_resumed_loses_and_doubles_nothing(tmp_
 
 
 def test_improve_killed_inside_promotion_keeps_a_whole_registry_and_reruns(tmp_path, tiny_base):
-    (tmp_path / "selftaught.toml").write_text(
-        f'[models]\ngenerator = "local/{tiny_base}"\ncritic = "local/{tiny_base}"\n'
-        f'hint = "local/{tiny_base}"\n'
-        '[loop]\nmax_attempts = 1\nreply_max_tokens = 8\nreference_hint = "answer"\n'
-        "[run]\nconcurrency = 4\n[distill.train]\nmax_steps = 2\nbatch_size = 4\n"
-        "[improve]\nmargin = 0.0\n")
-
-    def rows(prefix: str, n: int, offset: int) -> list[dict]:
-        # The regex verifier passes any answer: every stage (collect, train, gate,
-        # promote) runs with a tiny untrained model.
-        return [{"id": f"{prefix}{i}", "prompt": f"What is {i + offset} + 7?", "family": "add",
-                 "reference_answer": str(i + offset + 7),
-                 "verifier": {"type": "regex", "params": {"pattern": ".*"}}} for i in range(n)]
-
-    train = jsonl(tmp_path / "train.jsonl", rows("tr", 8, 0))
-    holdout = jsonl(tmp_path / "holdout.jsonl", rows("ho", 4, 100))
+    args = tiny_improve(tmp_path, tiny_base, train=8, holdout=4)
     home = tmp_path / "home"
     db = home / "selftaught.db"
-    args = ["improve", str(train), "--holdout", str(holdout), "--json"]
     env = {"SELFTAUGHT_HOME": str(home)}
 
     # The registry's third index write in a round is the promotion (add, set_eval, promote).
