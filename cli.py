@@ -544,15 +544,16 @@ def doctor(
     report = examine(_config(config), repair=repair)
     if as_json:
         _print_json({**report.model_dump(mode="json"), "healthy": report.healthy})
-    elif not report.findings:
-        out.print(f"{report.home}: no problems found", highlight=False)
-    for f in [] if as_json else report.findings:
-        out.print(f"[bold]{escape(f.path)}[/]: {escape(f.problem)}", highlight=False)
-        out.print(f"  repaired: {escape(f.repaired)}" if f.repaired else f"  repair: {escape(f.repair)}",
-                  highlight=False)
-    if not report.healthy:
-        if not repair and not as_json:
+    else:
+        if not report.findings:
+            out.print(f"{report.home}: no problems found", highlight=False)
+        for f in report.findings:
+            out.print(f"[bold]{escape(f.path)}[/]: {escape(f.problem)}", highlight=False)
+            done = f"  repaired: {f.repaired}" if f.repaired else f"  repair: {f.repair}"
+            out.print(escape(done), highlight=False)
+        if not report.healthy and not repair:
             out.print("run `selftaught doctor --repair` to repair what can be", highlight=False)
+    if not report.healthy:
         raise typer.Exit(1)
 
 

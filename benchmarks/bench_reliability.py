@@ -144,16 +144,25 @@ def bench_faults(work: Path, rng: random.Random) -> dict:
 
 def bench_kill_run(work: Path, rng: random.Random, points: int) -> dict:
     rows = []
-    with FakeOpenAI(delay_s=0.1) as server:
-        for point in range(points):
-            where = work / f"p{point}"
+    with FakeOpenAI(delay_s=0.3) as server:
+        def setup(where: Path) -> tuple[Path, dict]:
             where.mkdir()
             fake_config(where, attempts=2, concurrency=4)
-            tasks = questions(where, 30, unsolvable_every=3)
-            home = where / "home"
-            env = {"SELFTAUGHT_HOME": str(home), "OPENAI_API_KEY": KEY,
+            env = {"SELFTAUGHT_HOME": str(where / "home"), "OPENAI_API_KEY": KEY,
                    "OPENAI_BASE_URL": server.base_url}
-            delay = rng.uniform(0.0, 2.5)  # the run's work takes ~2-3 s after it starts
+            return questions(where, 40, unsolvable_every=3), env
+
+        # How long a run lasts after it prints its start line: kills fall within that.
+        tasks, env = setup(work / "calibration")
+        calibration = start_and_kill(["run", str(tasks), "--json"], cwd=work / "calibration",
+                                     env=env, stage="tasks (", delay_s=10_000)
+        span = calibration.after_stage_s
+        log("kill-run: calibration", calibration.returncode, f"{span:.1f}s")
+        for point in range(points):
+            where = work / f"p{point}"
+            tasks, env = setup(where)
+            home = where / "home"
+            delay = rng.uniform(0.05, 0.95) * span
             killed = start_and_kill(["run", str(tasks), "--json"], cwd=where, env=env,
                                     stage="tasks (", delay_s=delay)
             before = store_rows(home / "selftaught.db")
@@ -170,7 +179,7 @@ def bench_kill_run(work: Path, rng: random.Random, points: int) -> dict:
                          "resume_exit": resumed.returncode,
                          "finished": summary["solved"] + summary["unsolved"]})
             log("kill-run:", rows[-1])
-    return {"points": rows}
+    return {"span_s": round(span, 1), "points": rows}
 
 
 # -- kill improve ------------------------------------------------------------------------

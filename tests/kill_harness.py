@@ -67,6 +67,8 @@ class Outcome:
     stdout: str
     stage: str | None
     """The stage line seen last before the kill."""
+    after_stage_s: float | None = None
+    """Seconds from seeing the stage line to the end of the process."""
 
 
 def start_and_kill(args: list[str], *, cwd: Path, env: dict[str, str], stage: str | None,
@@ -89,11 +91,13 @@ def start_and_kill(args: list[str], *, cwd: Path, env: dict[str, str], stage: st
                 break
             time.sleep(0.05)
         stdout, _ = proc.communicate(timeout=timeout_s)
+        ended = time.monotonic()
         err.seek(0)
         text = err.read()
     err_path.unlink()
     last = _last_stage(text)
-    return Outcome(proc.returncode, proc.returncode == -signal.SIGKILL, text, stdout, last)
+    return Outcome(proc.returncode, proc.returncode == -signal.SIGKILL, text, stdout, last,
+                   None if seen_at is None else ended - seen_at)
 
 
 def run_to_end(args: list[str], *, cwd: Path, env: dict[str, str], timeout_s: float = 900) -> Outcome:

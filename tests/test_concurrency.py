@@ -31,7 +31,7 @@ def test_two_runs_and_readers_share_one_data_directory(tmp_path):
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for spec in specs]
         readers = []
-        while any(r.poll() is None for r in runs):
+        while any(r.poll() is None for r in runs) and len(readers) < 3:
             readers.append(subprocess.run([SELFTAUGHT, "runs", "list", "--json"], cwd=tmp_path,
                                           env=env, capture_output=True, text=True, timeout=120))
         results = [r.communicate() for r in runs]
