@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core.errors import ConfigError, SelftaughtError
@@ -41,19 +42,39 @@ StartOpt = Annotated[Optional[str], typer.Option(
 
 
 def app() -> None:
-    """Console entry point: turns selftaught's errors into messages and exit codes."""
+    """Console entry point: turns selftaught's errors into messages and exit codes.
+
+    With ``--json``, an error is also one JSON object on stdout, ``{"error", "kind"}``,
+    with the same exit code. Ctrl-C exits 130 without interpreter shutdown
+    (``orchestrator.interrupts``)."""
     if os.environ.get("PYTHONHASHSEED") != "0":  # same rg: spec, same tasks, every process
         from orchestrator.suites import pin_hash_seed
 
         pin_hash_seed()
+    as_json = "--json" in sys.argv[1:]
     try:
         typer_app()
     except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+        _fail(exc, 2, as_json, f"[bold red]error:[/] {escape(str(exc))}")
     except SelftaughtError as exc:
-        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
-        sys.exit(1)
+        _fail(exc, 1, as_json, f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}")
+    except SystemExit as exc:  # typer turns Ctrl-C into exit 130, bad usage into exit 2
+        from orchestrator.interrupts import INTERRUPTED, exit_now
+
+        if exc.code == INTERRUPTED:
+            err.print("interrupted")
+            exit_now(INTERRUPTED)
+        if as_json and exc.code not in (0, None) and not _printed_json:
+            _print_json({"error": "invalid command line; the message is on stderr",
+                         "kind": "UsageError"})
+        raise
+
+
+def _fail(exc: SelftaughtError, code: int, as_json: bool, message: str) -> None:
+    if as_json and not _printed_json:
+        _print_json({"error": str(exc), "kind": type(exc).__name__})
+    err.print(message, highlight=False)
+    sys.exit(code)
 
 
 def _config(path: Path | None, overrides: dict[str, Any] | None = None):
@@ -63,7 +84,12 @@ def _config(path: Path | None, overrides: dict[str, Any] | None = None):
     return with_overrides(config, overrides or {})
 
 
+_printed_json = False
+
+
 def _print_json(payload: Any) -> None:
+    global _printed_json
+    _printed_json = True
     sys.stdout.write(json.dumps(payload) + "\n")
 
 
@@ -91,12 +117,13 @@ def config_show(config: ConfigOpt = None) -> None:
 @typer_app.command()
 def tasks(
     spec: Annotated[str, typer.Argument(help="JSONL file, rg:FAMILY[:n=N][:seed=S][:K=V…] or humaneval[:n=N].")],
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show what a task spec expands to."""
     from orchestrator.suites import load_tasks
 
-    loaded = load_tasks(spec)
+    loaded = load_tasks(spec, limits=_config(config).limits)
     if as_json:
         _print_json({"total": len(loaded), "tasks": [t.model_dump(mode="json") for t in loaded]})
         return
@@ -113,12 +140,13 @@ def tasks(
 def verify(
     spec: Annotated[str, typer.Argument(help="The tasks the answers are for.")],
     answers: Annotated[Path, typer.Option("--answers", help='JSONL: {"id": ..., "answer": ...} per line.')],
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Grade answers someone already has (no model needed)."""
     from orchestrator.answers import grade_file
 
-    report = grade_file(spec, answers)
+    report = grade_file(spec, answers, limits=_config(config).limits)
     if as_json:
         _print_json(report.model_dump(mode="json"))
     else:
@@ -148,6 +176,7 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the refinement loop over a task suite."""
+    from orchestrator.interrupts import InterruptGuard
     from orchestrator.runs import start_or_resume
 
     if (spec is None) == (resume is None):
@@ -160,20 +189,32 @@ def run(
     }
     cfg = _config(config, overrides)
     progress = RunProgress(err)
+
+    def last_words() -> None:
+        progress.stop()
+        hint = f"; continue with: selftaught run --resume {progress.run_id}" if progress.run_id else ""
+        err.print(f"interrupted{hint}", highlight=False)
+
+    guard = InterruptGuard(last_words)
+    guard.exit_at_once()
     try:
         with progress:
             summary = start_or_resume(cfg, spec=spec, resume=resume, overrides=overrides,
-                                      on_start=progress.start, on_trajectory=progress.advance)
+                                      on_start=progress.start, on_trajectory=progress.advance,
+                                      guard=guard)
     except KeyboardInterrupt:
-        err.print(f"interrupted; continue with: selftaught run --resume {progress.run_id}")
-        raise typer.Exit(130) from None
+        guard.exit()
     if as_json:
         _print_json(summary.model_dump(mode="json"))
     else:
         _print_run_summary(summary)
     if summary.errors:
         for line in summary.errors:
-            err.print(f"[red]task failed:[/] {line}", highlight=False)
+            err.print(f"[red]task failed (not recorded as a result):[/] {escape(line)}", highlight=False)
+        if summary.stopped:
+            err.print(f"[red]stopped:[/] {escape(summary.stopped)}", highlight=False)
+        err.print(f"{summary.unfinished} task(s) unfinished; retry them with: "
+                  f"selftaught run --resume {summary.run_id}", highlight=False)
         raise typer.Exit(1)
 
 
@@ -321,6 +362,13 @@ class RunProgress:
     def __exit__(self, *exc: object) -> None:
         self._progress.__exit__(*exc)
 
+    def stop(self) -> None:
+        """Stop the live display (before last words on Ctrl-C)."""
+        try:
+            self._progress.stop()
+        except Exception:  # never started, or already stopped
+            pass
+
     def start(self, run_id: str, total: int, done: int) -> None:
         self.run_id = run_id
         err.print(f"run [bold]{run_id}[/]: {total} tasks ({done} already done)", highlight=False)
@@ -344,6 +392,8 @@ def _print_run_summary(summary) -> None:
     for attempt, n in summary.solved_at.items():
         table.add_row(f"solved at attempt {attempt}", str(n))
     table.add_row("unsolved", str(summary.unsolved))
+    if summary.unfinished:
+        table.add_row("[red]unfinished (errors)[/]", str(summary.unfinished))
     table.add_row("[bold]solved[/]", f"[bold]{summary.solved}/{summary.total}[/]")
     table.add_row("tokens", str(summary.tokens))
     table.add_row("wall time", f"{summary.seconds:.1f} s")
@@ -360,11 +410,11 @@ def runs_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         _print_json({"runs": rows})
         return
     table = Table(title="runs")
-    for column in ("run_id", "status", "tasks", "done", "created_at"):
+    for column in ("run_id", "status", "tasks", "done", "errors", "created_at"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row["run_id"], row["status"], row["tasks"], f'{row["done"]}/{row["total"]}',
-                      row["created_at"][:19])
+                      str(row["errors"] or ""), row["created_at"][:19])
     out.print(table)
 
 
@@ -413,10 +463,14 @@ def adapters_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         table.add_column(column, overflow="fold", no_wrap=column in ("name", "status", "loss"))
     for m in manifests:
         status = "[bold green]champion[/]" if m.status == "champion" else m.status
+        if m.name in listing.missing:
+            status += " [bold red](missing)[/]"
         loss = "" if m.train_loss is None else f"{m.train_loss:.3f}"
         table.add_row(m.name, status, m.method, m.base_model, loss,
                       m.created_at.strftime("%Y-%m-%d %H:%M"), _eval_summary(m.evaluation))
     out.print(table)
+    for name, problem in listing.missing.items():
+        err.print(f"[red]adapter {name}:[/] {escape(problem)}", highlight=False)
 
 
 @adapters_app.command("show")
@@ -467,6 +521,10 @@ def adapters_rollback(config: ConfigOpt = None) -> None:
     from orchestrator.adapters import rollback
 
     done = rollback(_config(config))
+    if done.champion is None:
+        out.print(f"{done.before} (its directory is missing) is retired; no adapter is champion, "
+                  "so runs use the base model", highlight=False)
+        return
     out.print(f"{done.champion.name} is champion again; {done.before} is retired", highlight=False)
 
 
@@ -662,6 +720,35 @@ def _budget(budget) -> str:
              f"{budget.max_tokens} tokens" if budget.max_tokens else "",
              f"${budget.max_usd:g}" if budget.max_usd else ""]
     return ", ".join(p for p in parts if p) or "none"
+
+
+# -- reliability: checking and repairing the data directory ----------------------------------
+
+
+@typer_app.command()
+def doctor(
+    repair: Annotated[bool, typer.Option("--repair", help="Repair what can be repaired "
+                                         "(damaged files are kept beside the new ones).")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every file of the data directory; exit 1 while a problem remains."""
+    from orchestrator.doctor import doctor as examine
+
+    report = examine(_config(config), repair=repair)
+    if as_json:
+        _print_json({**report.model_dump(mode="json"), "healthy": report.healthy})
+    else:
+        if not report.findings:
+            out.print(f"{report.home}: no problems found", highlight=False)
+        for f in report.findings:
+            out.print(f"[bold]{escape(f.path)}[/]: {escape(f.problem)}", highlight=False)
+            done = f"  repaired: {f.repaired}" if f.repaired else f"  repair: {f.repair}"
+            out.print(escape(done), highlight=False)
+        if not report.healthy and not repair:
+            out.print("run `selftaught doctor --repair` to repair what can be", highlight=False)
+    if not report.healthy:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -27,18 +27,21 @@ async def generate_attempt(
 ) -> Generation:
     """Generate until the extracted answer is new (or resamples run out).
 
-    Token and latency figures add up every sample, the discarded ones included.
+    Token and latency figures, and the provider faults survived, add up every sample,
+    the discarded ones included.
     Raises ``ModelError`` from the seam unchanged.
     """
     seen = {normalize_answer(a) for a in failed_answers}
     prompt_tokens = completion_tokens = 0
     latency = 0.0
     resamples = 0
+    faults: list[str] = []
     while True:
         completion = await model.complete(messages, params)
         prompt_tokens += completion.usage.prompt_tokens
         completion_tokens += completion.usage.completion_tokens
         latency += completion.usage.latency_s
+        faults.extend(completion.usage.faults)
         answer = extract(completion.text)
         if normalize_answer(answer) not in seen or resamples >= max_resamples:
             break
@@ -56,6 +59,7 @@ async def generate_attempt(
         completion_tokens=completion_tokens,
         latency_s=latency,
         resamples=resamples,
+        faults=faults,
     )
 
 

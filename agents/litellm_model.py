@@ -30,6 +30,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -62,6 +63,11 @@ def litellm_module():
             litellm.drop_params = True  # e.g. `seed` for providers that lack it
             for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
                 logging.getLogger(name).setLevel(logging.CRITICAL)
+            # litellm builds a provider's coroutine on an executor thread and awaits it back
+            # on the event loop; a call cancelled in between (Ctrl-C, a timeout) leaves it
+            # never started, so nothing was sent and Python's warning reports no lost work.
+            warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                    message=r"coroutine '\w+\.acompletion' was never awaited")
             from agents.local.provider import register
 
             register(litellm)
@@ -109,16 +115,18 @@ class LiteLLMChatModel:
         kwargs = self._kwargs(messages, params)
         litellm = litellm_module()
         started = time.perf_counter()
+        faults: list[str] = []
         for attempt in range(self.max_retries + 1):
             try:
                 response = await self._bounded(litellm.acompletion(**kwargs))
+                choice = response.choices[0]  # in the try: no choices is a provider error
                 break
             except Exception as e:
                 error = self._classify(e)
                 if not isinstance(error, TransientModelError) or attempt == self.max_retries:
                     raise error from e
+                faults.append(f"try {attempt + 1}: {error}")
             await asyncio.sleep(backoff_delay(attempt, self.backoff_s))
-        choice = response.choices[0]
         usage = getattr(response, "usage", None)
         return Completion(
             text=choice.message.content or "",
@@ -130,6 +138,7 @@ class LiteLLMChatModel:
                 completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
                 latency_s=time.perf_counter() - started,
                 cost_usd=_cost(litellm, response),
+                faults=tuple(faults),
             ),
         )
 
@@ -248,6 +257,22 @@ def _cost(litellm, response) -> float:
         return float(litellm.completion_cost(completion_response=response) or 0.0)
     except Exception:
         return 0.0
+
+
+def missing_credentials(model_id: str) -> list[str]:
+    """The credential environment variables (``*_KEY``, ``*_TOKEN``) that ``model_id``'s
+    provider needs and that are not set, per litellm's own table (offline); [] for
+    ``local/...``, for providers that need none (ollama, hosted_vllm), and when any one of
+    several alternatives is set."""
+    if is_local(model_id):
+        return []
+    try:
+        found = litellm_module().validate_environment(model_id)
+    except Exception:  # an id litellm cannot place: make_chat_model says so
+        return []
+    if found.get("keys_in_environment"):
+        return []
+    return [k for k in found.get("missing_keys", []) if k.endswith(("_KEY", "_TOKEN"))]
 
 
 def make_chat_model(

@@ -26,6 +26,8 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     latency_s: float = 0.0
     cost_usd: float = 0.0
+    faults: tuple[str, ...] = ()
+    """Transient provider faults this call survived by retrying, one line each."""
 
     @property
     def total_tokens(self) -> int:

@@ -116,7 +116,11 @@ class Generation(BaseModel):
     """How many replies were thrown away for repeating an answer that already failed."""
     error: str | None = None
     """Set (with an empty reply) when the provider failed after its retries; the attempt
-    then counts as failed."""
+    then counts as failed. (Older records only: a provider failure now leaves the task
+    unfinished, see ``TaskError``.)"""
+    faults: list[str] = Field(default_factory=list)
+    """Provider faults survived by retrying while producing this attempt, its critique
+    and its hint (rate limits, 5xx, timeouts, broken replies), one line each."""
 
 
 class Attempt(Generation):
@@ -165,7 +169,8 @@ class Trajectory(BaseModel):
         return None
 
 
-RunStatus = Literal["running", "finished", "interrupted"]
+RunStatus = Literal["running", "finished", "interrupted", "failed"]
+"""``failed``: the run ended with task errors (``TaskError``); a resume retries those tasks."""
 
 
 class RunRecord(BaseModel):
@@ -182,3 +187,26 @@ class RunRecord(BaseModel):
     status: RunStatus = "running"
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    pid: int | None = None
+    """The process working on the run (None: none has claimed it yet, or an old record)."""
+    host: str | None = None
+    """The host that process runs on."""
+    heartbeat_at: datetime | None = None
+    """When that process last said it was alive; a ``running`` run whose process is gone
+    or silent is shown as interrupted (``orchestrator.lifecycle``)."""
+
+
+class TaskError(BaseModel):
+    """A task that could not finish: its provider failed after retries, or it crashed.
+    Not a verdict: the task stays unfinished (no trajectory), so ``--resume`` retries it
+    from its last checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    task_id: str
+    kind: str
+    """The error's class: ``ModelError``, ``TransientModelError``, ``ConfigError``, ..."""
+    message: str
+    """What went wrong, secrets scrubbed."""
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

@@ -75,6 +75,14 @@ def get_verifier(type_name: str, *, judge_model: ChatModel | None = None) -> Ver
     return factory(judge_model=judge_model)
 
 
+def check_spec(spec: VerifierSpec) -> None:
+    """``ConfigError`` for a spec :func:`verify` would refuse (unknown type, bad params),
+    found without verifying anything, so a task file is checked when it is loaded."""
+    verifier = get_verifier(spec.type)
+    if isinstance(verifier, ParamsVerifier):
+        verifier.parse_params(spec)
+
+
 async def verify(
     answer: str, spec: VerifierSpec, *, judge_model: ChatModel | None = None
 ) -> Verdict:

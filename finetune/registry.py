@@ -131,9 +131,28 @@ class AdapterRegistry:
         return next((m for m in self._read().values() if m.status == "champion"), None)
 
     def path(self, name: str) -> Path:
-        """The adapter directory of ``name`` (``ConfigError`` if unknown or missing on disk)."""
-        self.get(name)
-        return adapter_dir(self.root / name, fix=f"retrain adapter {name} or restore its directory")
+        """The adapter directory of ``name`` (``ConfigError`` if unknown, or missing or
+        incomplete on disk)."""
+        manifest = self.get(name)
+        problem = self.problem(name)
+        if problem:
+            other = ("choose another champion with `selftaught adapters rollback` (the one it "
+                     "replaced, or the base model) or `selftaught adapters promote NAME`"
+                     if manifest.status == "champion" else "use another adapter")
+            raise ConfigError(f"adapter {name}: {problem}; retrain adapter {name} or restore its "
+                              f"directory, or {other}")
+        return adapter_dir(self.root / name)
+
+    def problem(self, name: str) -> str | None:
+        """What is wrong with listed adapter ``name``'s directory (deleted, or missing a
+        PEFT file), or None when it is whole. File-system checks only."""
+        directory = self.root / name
+        if not directory.is_dir():
+            return f"its directory {directory} is missing"
+        absent = [f for f in ADAPTER_FILES if not (directory / f).is_file()]
+        if absent:
+            return f"its directory {directory} lacks {', '.join(absent)}"
+        return None
 
     def resolve(self, name: str | None, generator: str) -> ResolvedAdapter:
         """The adapter that ``--adapter NAME|champion|none|PATH`` means for ``generator``
@@ -257,6 +276,15 @@ class AdapterRegistry:
             )
             self._write(index, (current.name, previous))
             return index[previous]
+
+    def retire(self, name: str) -> AdapterManifest:
+        """Set ``name``'s status to ``retired``; retiring the champion leaves none (runs
+        use the base model until another is promoted)."""
+        with self._lock():
+            index = self._read()
+            index[name] = self._known(index, name).model_copy(update={"status": "retired"})
+            self._write(index, (name,))
+            return index[name]
 
     def set_eval(self, name: str, results: dict[str, Any]) -> AdapterManifest:
         """Merge ``results`` into the adapter's ``evaluation`` (same keys are replaced)."""

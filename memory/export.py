@@ -87,8 +87,14 @@ def export_trajectories(
 
     The file appears whole or not at all: lines go to a temporary file in the same
     directory, which is fsynced and renamed over ``path``. Parent directories are made.
+    ``ConfigError`` when ``path`` is a directory or ``run_id`` names no run.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give a file to write, e.g. "
+                          f"{path / 'trajectories.jsonl'}")
+    if run_id is not None:
+        store.get_run(run_id)  # ConfigError naming an unknown run
     selected = store.trajectories(run_id=run_id, outcome="solved" if only_verified else None)
     try:
         return _write_lines(path, [_scrub(trajectory_to_line(t)) for t in selected])

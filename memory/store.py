@@ -12,6 +12,8 @@ JSON is the truth, the columns are derived from it on write.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -23,11 +25,14 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import ConfigError, StoreError
-from core.records import SCHEMA_VERSION, Outcome, RunRecord, RunStatus, Trajectory
+from core.records import SCHEMA_VERSION, Outcome, RunRecord, RunStatus, TaskError, Trajectory
+from memory import damage
 
 DB_FILENAME = "selftaught.db"
 BUSY_TIMEOUT_MS = 30_000
 """How long a writer waits for another connection's write lock before failing."""
+
+log = logging.getLogger("selftaught.store")
 
 
 class RunTotals(BaseModel):
@@ -106,6 +111,26 @@ class TrajectoryStore(Protocol):
         """Release the backend's resources; the store is unusable afterwards."""
         ...
 
+    def add_task_error(self, error: TaskError) -> None:
+        """Record that a task could not finish (the run must exist)."""
+        ...
+
+    def task_errors(self, run_id: str, *, open_only: bool = True) -> list[TaskError]:
+        """The run's task errors, oldest first. ``open_only``: only the latest error of
+        each task that still has no trajectory (what a resume will retry)."""
+        ...
+
+    def claim_run(self, run_id: str, *, pid: int, host: str,
+                  check: Callable[[RunRecord], None] | None = None) -> RunRecord:
+        """Atomically make (pid, host) the run's owner: status ``running``, heartbeat now.
+        ``check(current)`` runs first, inside the same write transaction, and refuses by
+        raising (so two processes can never both claim one run). Unknown id: ``ConfigError``."""
+        ...
+
+    def heartbeat(self, run_id: str, pid: int) -> bool:
+        """Refresh the heartbeat if ``pid`` still owns the run; False if it does not."""
+        ...
+
 
 _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 """from-version -> function turning a record dict of that version into the next version.
@@ -134,7 +159,7 @@ def _upgrade(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _newer_error(version: int) -> StoreError:
-    return StoreError(
+    return _NewerSchema(
         f"the store was written by a newer selftaught (schema version {version}; this "
         f"version reads up to {SCHEMA_VERSION}). Upgrade selftaught to open it."
     )
@@ -172,6 +197,15 @@ CREATE TABLE IF NOT EXISTS trajectories (
 CREATE INDEX IF NOT EXISTS trajectories_task ON trajectories(task_id);
 CREATE INDEX IF NOT EXISTS trajectories_family ON trajectories(family);
 CREATE INDEX IF NOT EXISTS trajectories_outcome ON trajectories(outcome);
+CREATE TABLE IF NOT EXISTS task_errors (
+    seq        INTEGER PRIMARY KEY,
+    run_id     TEXT NOT NULL REFERENCES runs(run_id),
+    task_id    TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    record     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_errors_run ON task_errors(run_id, task_id);
 """
 
 
@@ -179,57 +213,25 @@ class SQLiteStore:
     """``TrajectoryStore`` in one SQLite file (WAL, synchronous=NORMAL, foreign keys on).
 
     One connection guarded by a lock serves every thread of this process; other
-    processes open their own and wait on the busy timeout. Opening a file written by a
-    newer schema, or a file that is not a selftaught database, raises ``StoreError``.
+    processes open their own and wait on the busy timeout. A new file is built under a
+    temporary name and linked into place whole, so a zero-byte file is never one of
+    ours: it is reported as lost data (``StoreError``), not silently reset. SQLite
+    failures are explained by ``memory.damage.describe``: a damaged or foreign file is
+    ``StoreError`` naming the repair command; an unwritable directory is ``ConfigError``.
+    A file written by a newer schema raises ``StoreError``.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves (see _write).
-            self._conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
-        try:
-            self._configure()
-            self._init_schema()
-        except BaseException:
-            self._conn.close()
-            raise
+        problem = damage.empty_file_problem(self.path)
+        if problem:
+            raise StoreError(damage.damaged_message(self.path, problem))
+        if not self.path.exists():
+            _create_file(self.path)
+        self._conn = _connect(self.path)
 
     # -- lifecycle ------------------------------------------------------------------
-
-    def _configure(self) -> None:
-        try:
-            self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{self.path} is not a selftaught store ({exc}); move it aside or set "
-                "SELFTAUGHT_HOME to another directory"
-            ) from exc
-
-    def _init_schema(self) -> None:
-        with self._write() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else SCHEMA_VERSION
-            if version > SCHEMA_VERSION:
-                raise _newer_error(version)
-            _execute_script(conn, _SCHEMA)
-            # Older files: rows are upgraded lazily on read by _upgrade, so the file's
-            # version only records the newest code that has written to it.
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
-            )
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -247,29 +249,15 @@ class SQLiteStore:
         """One write transaction. BEGIN IMMEDIATE takes the write lock up front, so two
         processes never deadlock upgrading read locks; the busy timeout makes them wait."""
         with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
-            try:
+            with _transaction(self._conn, self.path):
                 yield self._conn
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-            try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return self._conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot read the store at {self.path}: {exc}") from exc
+                raise damage.describe(self.path, exc, doing="read") from exc
 
     # -- runs -----------------------------------------------------------------------
 
@@ -293,22 +281,51 @@ class SQLiteStore:
 
     def list_runs(self) -> list[RunRecord]:
         rows = self._read("SELECT run_id, record FROM runs ORDER BY created_at DESC, rowid DESC")
-        return [self._load(RunRecord, record, f"run {rid!r}") for rid, record in rows]
+        return self._load_each(RunRecord, rows, "run")
 
     def set_run_status(self, run_id: str, status: RunStatus) -> None:
+        self._update_run(run_id, lambda run: {"status": status, "updated_at": datetime.now(UTC)})
+
+    def claim_run(self, run_id: str, *, pid: int, host: str,
+                  check: Callable[[RunRecord], None] | None = None) -> RunRecord:
+        def claim(run: RunRecord) -> dict[str, Any]:
+            if check is not None:
+                check(run)
+            now = datetime.now(UTC)
+            return {"status": "running", "pid": pid, "host": host, "heartbeat_at": now,
+                    "updated_at": now}
+
+        return self._update_run(run_id, claim)
+
+    def heartbeat(self, run_id: str, pid: int) -> bool:
+        def beat(run: RunRecord) -> dict[str, Any] | None:
+            if run.pid != pid or run.status != "running":
+                return None
+            return {"heartbeat_at": datetime.now(UTC)}
+
+        try:
+            return self._update_run(run_id, beat) is not None
+        except ConfigError:  # the run is gone
+            return False
+
+    def _update_run(self, run_id: str, change: Callable[[RunRecord], dict[str, Any] | None]) -> RunRecord | None:
+        """Read, change and write one run record in one write transaction; ``change``
+        returns the fields to set (None: leave the record alone, and return None)."""
         with self._write() as conn:
             row = conn.execute("SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 raise _unknown_run(run_id)
             run = self._load(RunRecord, row[0], f"run {run_id!r}")
+            fields = change(run)
+            if fields is None:
+                return None
             # model_validate, not model_copy: a bad status must fail here, not on read.
-            run = RunRecord.model_validate(
-                {**run.model_dump(), "status": status, "updated_at": datetime.now(UTC)}
-            )
+            run = RunRecord.model_validate({**run.model_dump(), **fields})
             conn.execute(
                 "UPDATE runs SET status = ?, updated_at = ?, record = ? WHERE run_id = ?",
                 (run.status, _utc_text(run.updated_at), run.model_dump_json(), run_id),
             )
+            return run
 
     # -- trajectories ---------------------------------------------------------------
 
@@ -348,8 +365,7 @@ class SQLiteStore:
         if limit is not None:
             sql += " LIMIT ?"
             params += (max(int(limit), 0),)
-        rows = self._read(sql, params)
-        return [self._load(Trajectory, record, f"trajectory {tid}") for tid, record in rows]
+        return self._load_each(Trajectory, self._read(sql, params), "trajectory")
 
     def finished_task_ids(self, run_id: str) -> set[str]:
         rows = self._read("SELECT task_id FROM trajectories WHERE run_id = ?", (run_id,))
@@ -386,6 +402,50 @@ class SQLiteStore:
             solved_at=histogram, tokens=tokens, seconds=seconds,
         )
 
+    # -- task errors ----------------------------------------------------------------
+
+    def add_task_error(self, error: TaskError) -> None:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (error.run_id,)).fetchone() is None:
+                raise StoreError(f"task error for {error.task_id} names run {error.run_id!r}, "
+                                 "which is not in the store; create_run must come first")
+            conn.execute(
+                "INSERT INTO task_errors (run_id, task_id, kind, created_at, record)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (error.run_id, error.task_id, error.kind, _utc_text(error.created_at),
+                 error.model_dump_json()))
+
+    def task_errors(self, run_id: str, *, open_only: bool = True) -> list[TaskError]:
+        sql = "SELECT seq, record FROM task_errors e WHERE run_id = ?"
+        if open_only:
+            sql += (" AND seq = (SELECT MAX(seq) FROM task_errors l"
+                    "  WHERE l.run_id = e.run_id AND l.task_id = e.task_id)"
+                    " AND NOT EXISTS (SELECT 1 FROM trajectories t"
+                    "  WHERE t.run_id = e.run_id AND t.task_id = e.task_id)")
+        return self._load_each(TaskError, self._read(sql + " ORDER BY seq", (run_id,)), "task error")
+
+    def unreadable_rows(self, limit: int = 100) -> list[str]:
+        """``"<kind> <key>: <reason>"`` for stored records that do not parse (at most
+        ``limit``), read in batches so memory stays small. Not part of the protocol:
+        ``selftaught doctor`` uses it."""
+        found: list[str] = []
+        for table, kind, key, model in (("runs", "run", "run_id", RunRecord),
+                                         ("trajectories", "trajectory", "id", Trajectory),
+                                         ("task_errors", "task error", "seq", TaskError)):
+            last = 0
+            while len(found) < limit:
+                rows = self._read(f"SELECT rowid, {key}, record FROM {table} WHERE rowid > ? "
+                                  "ORDER BY rowid LIMIT 500", (last,))
+                if not rows:
+                    break
+                for rowid, name, text in rows:
+                    last = rowid
+                    try:
+                        self._load(model, text, f"{kind} {name}")
+                    except StoreError as exc:
+                        found.append(str(exc))
+        return found[:limit]
+
     # -- helpers --------------------------------------------------------------------
 
     def _load(self, model: type[Any], text: str, what: str) -> Any:
@@ -394,6 +454,118 @@ class SQLiteStore:
             return model.model_validate(_upgrade(json.loads(text)))
         except (ValueError, ValidationError) as exc:
             raise StoreError(f"{what} in {self.path} is unreadable: {exc}") from exc
+
+    def _load_each(self, model: type[Any], rows: list[tuple[Any, str]], kind: str) -> list[Any]:
+        """Parse ``(key, record)`` rows; an unreadable row is skipped with a warning naming
+        it, so one bad row never hides the others (a newer schema still raises)."""
+        loaded = []
+        for key, text in rows:
+            try:
+                loaded.append(self._load(model, text, f"{kind} {key}"))
+            except _NewerSchema:
+                raise
+            except StoreError as exc:
+                log.warning("%s; skipped (`%s` lists such rows)", exc, damage.CHECK_COMMAND)
+        return loaded
+
+
+class _NewerSchema(StoreError):
+    """A record written by a newer selftaught."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A configured connection to the existing store file at ``path``, schema ensured."""
+    try:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves (see _transaction).
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise damage.describe(path, exc) from exc
+    try:
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise damage.describe(path, exc) from exc
+        with _transaction(conn, path):
+            _init_schema(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _create_file(path: Path) -> None:
+    """Build a new, empty store under a temporary name beside ``path`` and link it into
+    place; a file another process made meanwhile is kept (``os.link`` never replaces)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise damage.describe(path, exc, doing="create") from exc
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    try:
+        _connect(temporary).close()  # the last connection's close folds the WAL in
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(temporary, path)
+    except OSError as exc:
+        raise damage.describe(path, exc, doing="create") from exc
+    finally:
+        for leftover in (temporary, *(temporary.with_name(temporary.name + s) for s in damage.SIDE_FILES)):
+            leftover.unlink(missing_ok=True)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection, path: Path) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT on ``conn``; any SQLite failure (an integrity error
+    excepted: callers handle those) becomes the error ``memory.damage.describe`` gives."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise damage.describe(path, exc, doing="write to") from exc
+    try:
+        yield
+    except BaseException as exc:
+        _rollback(conn)
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+            raise damage.describe(path, exc, doing="write to") from exc
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _rollback(conn)
+        raise damage.describe(path, exc, doing="write to") from exc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass  # a damaged file may refuse even this; the transaction dies with the connection
+
+
+def _init_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables if missing and record the schema version (inside a transaction)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = int(row[0]) if row else SCHEMA_VERSION
+    if version > SCHEMA_VERSION:
+        raise _newer_error(version)
+    _execute_script(conn, _SCHEMA)
+    # Older files: rows are upgraded lazily on read by _upgrade, so the file's
+    # version only records the newest code that has written to it.
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (str(SCHEMA_VERSION),),
+    )
 
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:

@@ -19,13 +19,16 @@ class AdapterListing(BaseModel):
     adapters: list[AdapterManifest]
     """Every adapter, oldest first."""
     champion: str | None
+    missing: dict[str, str] = {}
+    """Adapters whose directory is gone or incomplete -> what is wrong with it."""
 
 
 class Promotion(BaseModel):
     """The outcome of ``adapters promote`` or ``adapters rollback``."""
 
-    champion: AdapterManifest
-    """The champion now."""
+    champion: AdapterManifest | None
+    """The champion now (None: the base model, after retiring a champion whose directory
+    is missing)."""
     before: str | None
     """The champion before (None: there was none)."""
 
@@ -35,9 +38,11 @@ def registry(config: Config) -> AdapterRegistry:
 
 
 def list_adapters(config: Config) -> AdapterListing:
-    manifests = registry(config).list()
+    reg = registry(config)
+    manifests = reg.list()
     champion = next((m.name for m in manifests if m.status == "champion"), None)
-    return AdapterListing(adapters=manifests, champion=champion)
+    missing = {m.name: problem for m in manifests if (problem := reg.problem(m.name))}
+    return AdapterListing(adapters=manifests, champion=champion, missing=missing)
 
 
 def show_adapter(config: Config, name: str) -> AdapterManifest:
@@ -52,12 +57,21 @@ def show_adapter(config: Config, name: str) -> AdapterManifest:
 
 
 def promote(config: Config, name: str) -> Promotion:
-    before = registry(config).champion()
-    promoted = registry(config).promote(name)
+    """Make ``name`` champion; refused when its directory is missing or incomplete."""
+    reg = registry(config)
+    before = reg.champion()
+    reg.path(name)  # ConfigError naming what is wrong with its directory
+    promoted = reg.promote(name)
     return Promotion(champion=promoted, before=before.name if before else None)
 
 
 def rollback(config: Config) -> Promotion:
-    before = registry(config).champion()
-    restored = registry(config).rollback()
+    """Restore the champion's predecessor. A champion whose directory is missing and that
+    replaced none is retired instead, so runs fall back to the base model."""
+    reg = registry(config)
+    before = reg.champion()
+    if before is not None and before.previous_champion is None and reg.problem(before.name):
+        reg.retire(before.name)
+        return Promotion(champion=None, before=before.name)
+    restored = reg.rollback()
     return Promotion(champion=restored, before=before.name if before else None)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import ConfigError
 from core.records import Task, Verdict, VerifierSpec
+from orchestrator.config import LimitsConfig
 from orchestrator.jsonl_tasks import read_jsonl
 
 NO_ANSWER_FEEDBACK = "no answer given"
@@ -57,7 +58,7 @@ class _AnswerLine(BaseModel):
         return str(value)
 
 
-def load_answers(path: str | Path) -> dict[str, str]:
+def load_answers(path: str | Path, limits: LimitsConfig | None = None) -> dict[str, str]:
     """Answers by task id from the JSONL file at ``path``, in file order.
 
     Raises :class:`ConfigError` listing every bad line (invalid JSON, missing or unknown
@@ -70,6 +71,7 @@ def load_answers(path: str | Path) -> dict[str, str]:
         what="answers",
         key=lambda line: line.id,
         expected='{"id": TASK_ID, "answer": TEXT}',
+        limits=limits,
     )
     return {line.id: line.answer for _, line in rows}
 
@@ -137,11 +139,11 @@ async def grade(
         raise
 
 
-def grade_file(spec: str, answers_path: str | Path) -> GradeReport:
+def grade_file(spec: str, answers_path: str | Path, *, limits: LimitsConfig | None = None) -> GradeReport:
     """Grade the answers in the JSONL file ``answers_path`` against the tasks of ``spec``
-    (see :func:`grade`)."""
+    (see :func:`grade`); both are read within ``limits``."""
     from orchestrator.suites import load_tasks
 
-    tasks = load_tasks(spec)
-    results = asyncio.run(grade(tasks, load_answers(answers_path)))
+    tasks = load_tasks(spec, limits=limits)
+    results = asyncio.run(grade(tasks, load_answers(answers_path, limits)))
     return GradeReport(total=len(results), passed=sum(r.passed for r in results), results=results)

@@ -40,6 +40,9 @@ class ModelsConfig(_Section):
     """Seconds before one provider call is abandoned (and retried)."""
     max_retries: int = Field(3, ge=0, le=10)
     """Retries on transient provider errors (rate limit, 5xx, timeout), with backoff."""
+    backoff_s: float = Field(1.0, ge=0.0, le=60.0)
+    """Seconds before the first retry; each later one waits twice as long (with jitter,
+    at most 30 s)."""
 
 
 class LoopConfig(_Section):
@@ -93,6 +96,10 @@ class RunConfig(_Section):
     decides); the mode decides whether a resume keeps the finished attempts of tasks
     that were in flight. ``exit`` writes least; ``async`` pays off when attempts are
     expensive."""
+    stop_after_errors: int = Field(8, ge=0)
+    """Start no new task once this many tasks in a row failed with an error (a provider
+    that is down, a wrong key); the run ends ``failed`` and a resume continues it.
+    0: never stop early."""
 
 
 class DistillConfig(_Section):
@@ -138,6 +145,21 @@ class ScheduleConfig(_Section):
     checks the trajectory count of ``--after-trajectories`` jobs."""
 
 
+class LimitsConfig(_Section):
+    """Bounds on input, so a huge or broken input gets a clear error instead of
+    exhausting memory (checked while reading, before anything runs)."""
+
+    max_tasks: int = Field(100_000, ge=1)
+    """Most tasks one TASKS spec may give (reasoning-gym ``n=`` is checked before any
+    task is generated)."""
+    max_prompt_chars: int = Field(200_000, ge=1)
+    """Longest task prompt, in characters."""
+    max_line_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Longest line of a JSONL file (tasks, answers), in bytes."""
+    max_file_bytes: int = Field(1024 * 1024 * 1024, ge=1024)
+    """Largest JSONL file, in bytes."""
+
+
 class Config(_Section):
     """The whole configuration; ``selftaught config show`` prints the effective one."""
 
@@ -149,6 +171,8 @@ class Config(_Section):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     improve: ImproveConfig = Field(default_factory=ImproveConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
 
 def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Config:

@@ -16,6 +16,7 @@ from collections import defaultdict
 
 from pydantic import BaseModel
 
+from core.errors import ModelError
 from core.records import RunRecord, Task
 from memory.store import open_store
 from orchestrator.config import Config, with_overrides
@@ -65,6 +66,10 @@ async def evaluate(
                         settings=run_settings(cfg), total=len(tasks))
         store.create_run(run)
         summary = await execute_run(cfg, tasks, store, run, models=models)
+        if summary.errors:  # an unfinished task is not a failed one: no score from a part
+            raise ModelError(f"evaluation run {run.run_id} of {spec} has {len(summary.errors)} "
+                             f"unfinished task(s) (first: {summary.errors[0]}); nothing was "
+                             "scored. Fix the cause and evaluate again.")
         by_family: dict[str, list[bool]] = defaultdict(list)
         for trajectory in store.trajectories(run_id=run.run_id):
             by_family[trajectory.task.family].append(trajectory.outcome == "solved")

@@ -2,7 +2,10 @@
 
 A file is read whole before anything is built from it: every bad line is collected
 and reported in one :class:`~core.errors.ConfigError` (line number and reason), so a user
-fixes the file in one pass and nothing ever runs on a half-parsed file.
+fixes the file in one pass and nothing ever runs on a half-parsed file. Reading is
+bounded (``[limits]``): the file's size, each line's bytes (a longer line is skipped
+unread and reported), the number of items and each prompt's length; a line that is not
+UTF-8 is reported with the byte at fault. Memory stays within the limits whatever the file.
 
 Line shapes (one JSON object a line; blank lines are ignored)::
 
@@ -31,8 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.errors import ConfigError
 from core.records import Privileged, Task, VerifierSpec
+from orchestrator.config import LimitsConfig
 
 T = TypeVar("T")
+
+MAX_LISTED = 50
+"""Bad lines listed one by one in the error; the rest are counted."""
 
 # A plain decimal number, as a person writes one. float() alone would also accept
 # "nan", "inf" and "1_000", which are not answers anyone means numerically.
@@ -73,6 +80,7 @@ def read_jsonl(
     what: str,
     key: Callable[[T], str],
     expected: str,
+    limits: LimitsConfig | None = None,
 ) -> list[tuple[int, T]]:
     """Parse every non-blank line of ``path`` with ``parse``, or raise one ConfigError.
 
@@ -80,59 +88,108 @@ def read_jsonl(
     ``ValidationError`` / ``ValueError``. ``key`` names an item for the duplicate check.
     ``what`` (e.g. "tasks") and ``expected`` (a one-line description of a good line)
     go into the error message. Returns ``(line_number, item)`` pairs in file order.
-    An unreadable file, a file with no items, and a file with any bad line all raise
-    :class:`ConfigError`; the last lists every bad line with its number and reason.
+    An unreadable file, a file with no items, a file over ``limits`` (size, item count),
+    and a file with any bad line (too long, not UTF-8, not JSON, rejected by ``parse``,
+    duplicate) all raise :class:`ConfigError`; the last lists the bad lines with their
+    numbers and reasons (the first ``MAX_LISTED``, then a count).
     """
+    limits = limits or LimitsConfig()
     file = Path(path).expanduser()
     try:
-        text = file.read_text(encoding="utf-8")
+        size = file.stat().st_size
+        if file.is_dir():
+            raise IsADirectoryError(file)
+        handle = file.open("rb")
     except FileNotFoundError:
         raise ConfigError(f"{what} file not found: {file}. Check the path.") from None
     except IsADirectoryError:
         raise ConfigError(f"{what} file {file} is a directory; name a .jsonl file.") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} file {file} is not UTF-8 text ({exc}); save it as UTF-8.") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {what} file {file}: {exc}") from None
+    if size > limits.max_file_bytes:
+        handle.close()
+        raise ConfigError(
+            f"{what} file {file} is {size:,} bytes, more than limits.max_file_bytes = "
+            f"{limits.max_file_bytes:,}; split the file, or raise [limits] max_file_bytes in "
+            "selftaught.toml.")
 
     items: list[tuple[int, T]] = []
     bad: list[str] = []
+    bad_count = 0
     first_seen: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            bad.append(f"  line {number}: invalid JSON ({exc.msg} at column {exc.colno})")
-            continue
-        if not isinstance(raw, dict):
-            bad.append(f"  line {number}: expected a JSON object, got {type(raw).__name__}")
-            continue
-        try:
-            item = parse(raw)
-        except ValidationError as exc:
-            bad.append(f"  line {number}: {describe_validation_error(exc)}")
-            continue
-        except ValueError as exc:
-            bad.append(f"  line {number}: {exc}")
-            continue
-        name = key(item)
-        if name in first_seen:
-            bad.append(f"  line {number}: duplicate id {name!r} (first on line {first_seen[name]})")
-            continue
-        first_seen[name] = number
-        items.append((number, item))
 
-    if bad:
+    def reject(number: int, reason: str) -> None:
+        nonlocal bad_count
+        bad_count += 1
+        if len(bad) < MAX_LISTED:
+            bad.append(f"  line {number}: {reason}")
+
+    with handle:
+        for number, data in enumerate(_lines(handle, limits.max_line_bytes), start=1):
+            if data is None:
+                reject(number, f"longer than limits.max_line_bytes = {limits.max_line_bytes:,} "
+                               "bytes (not read)")
+                continue
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                reject(number, f"not UTF-8 (byte 0x{data[exc.start]:02x} at byte {exc.start + 1}); "
+                               "save the file as UTF-8")
+                continue
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                reject(number, f"invalid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            if not isinstance(raw, dict):
+                reject(number, f"expected a JSON object, got {type(raw).__name__}")
+                continue
+            try:
+                item = parse(raw)
+            except ValidationError as exc:
+                reject(number, describe_validation_error(exc))
+                continue
+            except (ValueError, ConfigError) as exc:
+                reject(number, str(exc))
+                continue
+            name = key(item)
+            if name in first_seen:
+                reject(number, f"duplicate id {name!r} (first on line {first_seen[name]})")
+                continue
+            first_seen[name] = number
+            items.append((number, item))
+            if len(items) > limits.max_tasks:
+                raise ConfigError(
+                    f"{what} file {file} has more than limits.max_tasks = {limits.max_tasks:,} "
+                    f"{what}; split it, or raise [limits] max_tasks in selftaught.toml.")
+
+    if bad_count:
         lines = "\n".join(bad)
+        more = f"\n  ... and {bad_count - len(bad)} more" if bad_count > len(bad) else ""
         raise ConfigError(
-            f"{what} file {file} has {len(bad)} bad line(s); nothing was run:\n{lines}\n"
+            f"{what} file {file} has {bad_count} bad line(s); nothing was run:\n{lines}{more}\n"
             f"Fix every line listed. Each line must be {expected}."
         )
     if not items:
         raise ConfigError(f"{what} file {file} has no {what}; add one JSON object per line.")
     return items
+
+
+def _lines(handle, limit: int):
+    """The lines of a binary file without their line ending; None for a line longer than
+    ``limit`` bytes, which is skipped without being held in memory."""
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = handle.readline(1 << 20)
+            yield None
+            continue
+        yield line.rstrip(b"\r\n")
 
 
 class _VerifierLine(BaseModel):
@@ -205,17 +262,25 @@ _EXPECTED = (
 )
 
 
-def load_jsonl_tasks(path: str | Path) -> list[Task]:
+def load_jsonl_tasks(path: str | Path, limits: LimitsConfig | None = None) -> list[Task]:
     """Every task in the JSONL file at ``path``, in file order; ids are the ``id`` fields.
 
     Raises :class:`ConfigError` listing every bad line (invalid JSON, missing or unknown
-    field, duplicate id, ...) if there is any, or if the file is missing or empty.
+    field, a verifier spec ``verify`` would refuse, a prompt over
+    ``limits.max_prompt_chars``, duplicate id, ...) if there is any, or if the file is
+    missing, empty, or over ``limits``.
     """
-    rows = read_jsonl(
-        path,
-        lambda raw: _TaskLine.model_validate(raw).to_task(),
-        what="tasks",
-        key=lambda task: task.id,
-        expected=_EXPECTED,
-    )
+    limits = limits or LimitsConfig()
+    from critics.registry import check_spec
+
+    def parse(raw: dict[str, Any]) -> Task:
+        task = _TaskLine.model_validate(raw).to_task()
+        if len(task.prompt) > limits.max_prompt_chars:
+            raise ValueError(f"prompt is {len(task.prompt):,} characters, more than "
+                             f"limits.max_prompt_chars = {limits.max_prompt_chars:,}")
+        check_spec(task.verifier)
+        return task
+
+    rows = read_jsonl(path, parse, what="tasks", key=lambda task: task.id, expected=_EXPECTED,
+                      limits=limits)
     return [task for _, task in rows]

@@ -1,7 +1,9 @@
 """The graph's nodes. Each takes the state and the runtime, returns only what changed.
 
 Models, verifiers and the store arrive through ``runtime.context`` (a
-:class:`~orchestrator.state.LoopContext`), never from module globals.
+:class:`~orchestrator.state.LoopContext`), never from module globals. A provider error
+(``ModelError`` after the seam's retries) is not caught here: it ends the task's graph
+at the failed step, which the runner records as a task error and a resume re-runs.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from agents.prompts import generator_messages
 from critics.critic import critique as write_critique
 from core.answer_format import extract_answer
 from critics.registry import verify as run_verifier
-from core.errors import ModelError, SandboxError
+from core.errors import SandboxError
 from core.records import Attempt, Generation, Trajectory, Verdict
-from core.secrets import scrub_secrets, secret_scrubber
+from core.secrets import secret_scrubber
 from orchestrator.routing import stop_reason, temperature_for
 from orchestrator.state import LoopContext, LoopState
 
@@ -42,20 +44,14 @@ async def generate(state: LoopState, runtime: Rt) -> dict:
         max_tokens=ctx.loop.reply_max_tokens,
         adapter=ctx.adapter,
     )
-    try:
-        draft = await generate_attempt(
-            ctx.generator,
-            messages,
-            params,
-            extract=partial(extract_answer, answer_format=task.answer_format),
-            failed_answers=[a.answer for a in attempts if a.answer],
-            max_resamples=ctx.loop.max_resamples,
-        )
-    except ModelError as exc:
-        # A provider failure after retries is a failed attempt, not the end of the run.
-        draft = Generation(messages=messages, reply="", answer="", model=ctx.generator.model_id,
-                      adapter=ctx.adapter, temperature=params.temperature,
-                      error=scrub_secrets(str(exc)))
+    draft = await generate_attempt(
+        ctx.generator,
+        messages,
+        params,
+        extract=partial(extract_answer, answer_format=task.answer_format),
+        failed_answers=[a.answer for a in attempts if a.answer],
+        max_resamples=ctx.loop.max_resamples,
+    )
     tokens = state.get("tokens", 0) + draft.prompt_tokens + draft.completion_tokens
     return {"draft": draft, "tokens": tokens, "seconds": _elapsed(state, started)}
 
@@ -63,7 +59,7 @@ async def generate(state: LoopState, runtime: Rt) -> dict:
 async def verify(state: LoopState, runtime: Rt) -> dict:
     ctx, started = runtime.context, time.monotonic()
     task, draft = state["task"], state["draft"]
-    if draft.error is not None:
+    if draft.error is not None:  # a checkpoint written before provider errors ended tasks
         verdict = Verdict(passed=False, score=0.0, feedback=f"The model call failed: {draft.error}")
     else:
         try:
@@ -83,31 +79,23 @@ async def critique(state: LoopState, runtime: Rt) -> dict:
         return {}  # the hint will be the reference answer: no critique needed
     *earlier, last = state["attempts"]
     with_feedback = state["hint_policy"] in ("feedback", "reference")
-    try:
-        text, usage = await write_critique(ctx.critic, state["task"], last, with_feedback=with_feedback,
-                                           max_tokens=ctx.loop.feedback_max_tokens)
-    except ModelError as exc:
-        text, usage = None, None
-        last = last.model_copy(update={"error": scrub_secrets(f"critic failed: {exc}")})
-    last = last.model_copy(update={"critique": text, "critique_model": ctx.critic.model_id})
+    text, usage = await write_critique(ctx.critic, state["task"], last, with_feedback=with_feedback,
+                                       max_tokens=ctx.loop.feedback_max_tokens)
+    last = last.model_copy(update={"critique": text, "critique_model": ctx.critic.model_id,
+                                   "faults": [*last.faults, *_scrubbed(usage.faults)]})
     return {"attempts": [*earlier, last], "seconds": _elapsed(state, started),
-            "tokens": state.get("tokens", 0) + (usage.total_tokens if usage else 0)}
+            "tokens": state.get("tokens", 0) + usage.total_tokens}
 
 
 async def hint(state: LoopState, runtime: Rt) -> dict:
     ctx, started = runtime.context, time.monotonic()
     *earlier, last = state["attempts"]
-    try:
-        given, usage = await give_hint(ctx.hint_giver, state["task"], last, last.critique,
-                                       state["hint_policy"], max_tokens=ctx.loop.feedback_max_tokens,
-                                       reference_hint=ctx.loop.reference_hint)
-        tokens = usage.total_tokens
-        last = last.model_copy(update={"hint": given})
-    except ModelError as exc:
-        tokens = 0
-        last = last.model_copy(update={"error": scrub_secrets(f"hint-giver failed: {exc}")})
+    given, usage = await give_hint(ctx.hint_giver, state["task"], last, last.critique,
+                                   state["hint_policy"], max_tokens=ctx.loop.feedback_max_tokens,
+                                   reference_hint=ctx.loop.reference_hint)
+    last = last.model_copy(update={"hint": given, "faults": [*last.faults, *_scrubbed(usage.faults)]})
     return {"attempts": [*earlier, last], "seconds": _elapsed(state, started),
-            "tokens": state.get("tokens", 0) + tokens}
+            "tokens": state.get("tokens", 0) + usage.total_tokens}
 
 
 async def record(state: LoopState, runtime: Rt) -> dict:
@@ -137,8 +125,14 @@ async def record(state: LoopState, runtime: Rt) -> dict:
 def _attempt(index: int, draft: Generation, verdict: Verdict) -> Attempt:
     scrub = secret_scrubber()
     scrubbed = {"messages": [{**m, "content": scrub(m["content"])} for m in draft.messages],
-                "reply": scrub(draft.reply), "answer": scrub(draft.answer)}
+                "reply": scrub(draft.reply), "answer": scrub(draft.answer),
+                "faults": [scrub(f) for f in draft.faults]}
     return Attempt(**{**draft.model_dump(), **scrubbed}, index=index, verdict=verdict)
+
+
+def _scrubbed(faults) -> list[str]:
+    scrub = secret_scrubber()
+    return [scrub(f) for f in faults]
 
 
 def _elapsed(state: LoopState, started: float) -> float:

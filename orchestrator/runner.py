@@ -6,6 +6,17 @@ continues from its last checkpoint. The trajectory store is the source of truth 
 what is finished: a task counts as done once its trajectory is stored, and the store
 refuses a second trajectory for the same (run, task), so a resume never loses or
 doubles one whatever the durability mode.
+
+Errors: a task whose provider fails after its retries (or that crashes) is not a
+verdict. It is recorded as a ``TaskError``, stays unfinished (its graph state up to the
+failed step is checkpointed, so a resume continues from there, keeping its attempts),
+and the run ends ``failed`` with the errors in its summary. After
+``run.stop_after_errors`` tasks in a row fail, no new task starts (a provider that is
+down would otherwise fail every task, one retry schedule at a time).
+
+Time: ``loop.max_seconds`` bounds each task's wall time, waiting for the model
+included; a task that reaches it is stopped where it is and recorded with
+``stop_reason = "max_seconds"`` and the attempts it finished.
 """
 
 from __future__ import annotations
@@ -24,12 +35,13 @@ from pydantic import BaseModel, Field
 from agents.litellm_model import make_chat_model
 from agents.local.resolve import is_local
 from agents.model import ChatModel
-from core.errors import ConfigError
 from core import records
-from core.records import RunRecord, Task, Trajectory
+from core.records import RunRecord, Task, TaskError, Trajectory
+from core.secrets import scrub_secrets
 from memory.store import TrajectoryStore
 from orchestrator.config import Config
 from orchestrator.graph import build_graph
+from orchestrator.lifecycle import CHECKPOINTS_FILE, check_credentials, check_state_files, owning
 from orchestrator.state import LoopContext, LoopState, Retriever
 
 if TYPE_CHECKING:
@@ -45,11 +57,18 @@ class RunSummary(BaseModel):
     total: int
     solved: int
     unsolved: int
+    """Finished tasks with no verified attempt (unfinished ones are not counted)."""
     solved_at: dict[str, int] = Field(default_factory=dict)
     tokens: int
     seconds: float
     errors: list[str] = Field(default_factory=list)
-    """Tasks that crashed (not recorded; a resume retries them)."""
+    """``TASK: Kind: message`` for each task that failed in this call (a provider error
+    after retries, or a crash): recorded as ``TaskError``, not finished; a resume
+    retries them. A run with errors exits non-zero."""
+    unfinished: int = 0
+    """Tasks with no trajectory yet (errors, or not started): what a resume will run."""
+    stopped: str | None = None
+    """Why no new task was started, when ``run.stop_after_errors`` tripped."""
 
 
 OnTrajectory = Callable[[Trajectory], None]
@@ -77,59 +96,112 @@ async def execute_run(
     """Run every task of ``run`` that has no stored trajectory yet; return the summary
     over the whole run (earlier, resumed parts included in the counts).
 
-    ``models`` defaults to the configured ones (tests hand in scripted fakes)."""
+    The run is owned by this process while it works (``lifecycle.owning``: refused if
+    another live process owns it) and ends ``finished``, ``failed`` (task errors) or
+    ``interrupted``. ``models`` defaults to the configured ones (tests hand in fakes)."""
     started = time.monotonic()
-    done = store.finished_task_ids(run.run_id)
-    pending = [t for t in tasks if t.id not in done]
     models = models or build_models(config)
     context = LoopContext(generator=models.generator, critic=models.critic,
                           hint_giver=models.hint_giver, judge=models.judge, loop=config.loop,
                           store=store, run_id=run.run_id, adapter=_adapter_path(config),
                           retrieve=retrieve)
+    done = store.finished_task_ids(run.run_id)
+    pending = [t for t in tasks if t.id not in done]
     errors: list[str] = []
+    streak = _Streak(config.run.stop_after_errors)
     semaphore = asyncio.Semaphore(config.run.concurrency)
 
-    async with _checkpointer(config.home / "checkpoints.db") as saver:
-        graph = build_graph(saver)
+    with owning(store, run.run_id):
+        async with _checkpointer(config.home / CHECKPOINTS_FILE) as saver:
+            graph = build_graph(saver)
 
-        async def one(task: Task) -> None:
-            async with semaphore:
-                thread = {"configurable": {"thread_id": f"{run.run_id}:{task.id}"},
-                          "recursion_limit": STEPS_PER_ATTEMPT * config.loop.max_attempts + 10}
-                try:
-                    saved = await graph.aget_state(thread)
-                    resume_input = None if saved.next else _initial_state(task, config)
-                    await graph.ainvoke(resume_input, thread, context=context, durability=config.run.durability)
-                    await saver.adelete_thread(thread["configurable"]["thread_id"])
-                except Exception as exc:  # one task's failure never ends the run
-                    errors.append(f"{task.id}: {type(exc).__name__}: {exc}")
-                    return
-            if on_trajectory is not None:
-                for trajectory in store.trajectories(run_id=run.run_id, task_id=task.id):
-                    on_trajectory(trajectory)
+            async def one(task: Task) -> None:
+                async with semaphore:
+                    if streak.tripped:
+                        return  # left unfinished: a resume runs it
+                    try:
+                        await _run_task(graph, saver, task, context, config)
+                    except Exception as exc:  # one task's failure never ends the run
+                        message = scrub_secrets(str(exc))
+                        store.add_task_error(TaskError(run_id=run.run_id, task_id=task.id,
+                                                       kind=type(exc).__name__, message=message))
+                        errors.append(f"{task.id}: {type(exc).__name__}: {message}")
+                        streak.failed()
+                        return
+                    streak.succeeded()
+                if on_trajectory is not None:
+                    for trajectory in store.trajectories(run_id=run.run_id, task_id=task.id):
+                        on_trajectory(trajectory)
 
-        store.set_run_status(run.run_id, "running")
-        try:
             await asyncio.gather(*(one(task) for task in pending))
-        except BaseException:  # Ctrl-C, cancellation: say so, keep what is stored
-            store.set_run_status(run.run_id, "interrupted")
+        store.set_run_status(run.run_id, "failed" if errors else "finished")
+    return summarize(store, run, seconds=time.monotonic() - started, errors=errors,
+                     stopped=streak.reason)
+
+
+async def _run_task(graph, saver, task: Task, context: LoopContext, config: Config) -> None:
+    """Run (or continue) one task's graph to its recorded end, within what is left of
+    ``loop.max_seconds``; on reaching it, record the task as it stands."""
+    thread_id = f"{context.run_id}:{task.id}"
+    thread = {"configurable": {"thread_id": thread_id},
+              "recursion_limit": STEPS_PER_ATTEMPT * config.loop.max_attempts + 10}
+    saved = await graph.aget_state(thread)
+    spent = saved.values.get("seconds", 0.0) if saved.next else 0.0
+    resume_input = None if saved.next else _initial_state(task, config)
+    durability = config.run.durability
+    started = time.monotonic()
+    budget = asyncio.timeout(max(config.loop.max_seconds - spent, 0.0))
+    try:
+        async with budget:
+            await graph.ainvoke(resume_input, thread, context=context, durability=durability)
+    except TimeoutError:
+        if not budget.expired():
             raise
-    store.set_run_status(run.run_id, "finished" if not errors else "interrupted")
-    return summarize(store, run, seconds=time.monotonic() - started, errors=errors)
+        # The graph stopped mid-step; its state up to the last finished step is
+        # checkpointed. Route it to `record` as if the verifier had stopped it.
+        seconds = spent + time.monotonic() - started
+        await graph.aupdate_state(thread, {"stop_reason": "max_seconds", "draft": None,
+                                           "seconds": seconds}, as_node="verify")
+        await graph.ainvoke(None, thread, context=context, durability=durability)
+    await saver.adelete_thread(thread_id)
 
 
-def summarize(store: TrajectoryStore, run: RunRecord, *, seconds: float, errors: list[str]) -> RunSummary:
+class _Streak:
+    """Counts tasks that failed in a row; trips at ``limit`` (0: never)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.count, self.reason = limit, 0, None
+
+    @property
+    def tripped(self) -> bool:
+        return self.reason is not None
+
+    def failed(self) -> None:
+        self.count += 1
+        if self.limit and self.count >= self.limit and self.reason is None:
+            self.reason = (f"{self.count} tasks in a row failed (run.stop_after_errors = "
+                           f"{self.limit}), so no further task was started; fix the cause "
+                           "in the errors and resume the run")
+
+    def succeeded(self) -> None:
+        self.count = 0
+
+
+def summarize(store: TrajectoryStore, run: RunRecord, *, seconds: float, errors: list[str],
+              stopped: str | None = None) -> RunSummary:
     """The whole run's counts (resumed parts included); ``seconds`` is this call's wall time."""
     stored = store.run_totals(run.run_id)
     return RunSummary(
         run_id=run.run_id,
         total=run.total,
         solved=stored.solved,
-        unsolved=run.total - stored.solved,
+        unsolved=stored.unsolved,
         solved_at={str(k): v for k, v in sorted(stored.solved_at.items())},
         tokens=stored.tokens,
         seconds=round(seconds, 3),
         errors=errors,
+        unfinished=max(run.total - stored.total, 0),
+        stopped=stopped,
     )
 
 
@@ -164,11 +236,28 @@ def build_models(config: Config) -> RoleModels:
             # only requeue the same work, so local calls get none.
             timeout = None if is_local(model_id) else settings.timeout_s
             made[model_id] = make_chat_model(model_id, timeout_s=timeout,
-                                             max_retries=settings.max_retries)
+                                             max_retries=settings.max_retries,
+                                             backoff_s=settings.backoff_s)
         return made[model_id]
 
     return RoleModels(generator=make(settings.generator), critic=make(settings.critic),
                       hint_giver=make(settings.hint), judge=make(settings.judge or settings.critic))
+
+
+def preflight(config: Config) -> RoleModels:
+    """Everything a run needs, checked before a run record is written or claimed: the
+    state files (trajectory store, checkpoints), the models (on disk, known provider),
+    the credentials of the roles this hint policy calls, and the adapter. Returns the
+    models."""
+    check_state_files(config.home)
+    models = build_models(config)
+    settings = config.models
+    used = [settings.generator]
+    if config.loop.hints != "none":
+        used += [settings.critic, settings.hint]
+    check_credentials(used)
+    resolve_adapter(config)
+    return models
 
 
 def resolve_adapter(config: Config, name: str | None = None) -> ResolvedAdapter:

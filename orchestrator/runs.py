@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,10 @@ from pydantic import BaseModel
 from core.records import RunRecord, RunStatus
 from memory.store import open_store
 from orchestrator.config import Config, with_overrides
-from orchestrator.runner import OnTrajectory, RunSummary, execute_run, new_run_id, run_settings
+from orchestrator.interrupts import InterruptGuard
+from orchestrator.lifecycle import refuse_if_live, shown_status, this_process
+from orchestrator.runner import (OnTrajectory, RunSummary, execute_run, new_run_id, preflight,
+                                 run_settings)
 from orchestrator.suites import load_tasks
 
 OnStart = Callable[[str, int, int], None]
@@ -27,26 +31,52 @@ def start_or_resume(
     overrides: dict[str, Any] | None = None,
     on_start: OnStart | None = None,
     on_trajectory: OnTrajectory | None = None,
+    guard: InterruptGuard | None = None,
 ) -> RunSummary:
     """Start a run over ``spec``, or continue run ``resume`` with its pinned settings
-    (flags given again on resume override them). Bad specs fail before anything runs."""
-    store = open_store(config.home)
-    if resume is not None:
-        run = store.get_run(resume)
-        pinned = Config.model_validate({"home": str(config.home), **run.settings})
-        config = with_overrides(pinned, overrides or {})
-        tasks = load_tasks(run.tasks_spec)
-    else:
-        assert spec is not None
-        tasks = load_tasks(spec)
-        spec_path = Path(spec)
-        stored_spec = str(spec_path.resolve()) if spec_path.is_file() else spec
-        run = RunRecord(run_id=new_run_id(), tasks_spec=stored_spec,
-                        settings=run_settings(config), total=len(tasks))
-        store.create_run(run)
-    if on_start is not None:
-        on_start(run.run_id, len(tasks), len(store.finished_task_ids(run.run_id)))
-    return asyncio.run(execute_run(config, tasks, store, run, on_trajectory=on_trajectory))
+    (flags given again on resume override them). Everything is checked before a run
+    record is written or claimed (tasks, models, credentials, adapter, state files:
+    ``runner.preflight``); a run another live process is working on is refused.
+    With a ``guard`` (see ``orchestrator.interrupts``), Ctrl-C ends the process through
+    it once the run's clean-up is done."""
+    with open_store(config.home) as store:
+        if resume is not None:
+            run = store.get_run(resume)
+            refuse_if_live(run)
+            pinned = Config.model_validate({"home": str(config.home), **run.settings})
+            config = with_overrides(pinned, overrides or {})
+            tasks = load_tasks(run.tasks_spec, limits=config.limits)
+            models = preflight(config)
+        else:
+            assert spec is not None
+            tasks = load_tasks(spec, limits=config.limits)
+            models = preflight(config)
+            spec_path = Path(spec)
+            stored_spec = str(spec_path.resolve()) if spec_path.is_file() else spec
+            pid, host = this_process()
+            run = RunRecord(run_id=new_run_id(), tasks_spec=stored_spec,
+                            settings=run_settings(config), total=len(tasks), pid=pid, host=host,
+                            heartbeat_at=datetime.now(UTC))
+            store.create_run(run)
+        if on_start is not None:
+            on_start(run.run_id, len(tasks), len(store.finished_task_ids(run.run_id)))
+
+        async def main() -> RunSummary:
+            if guard is None:
+                return await execute_run(config, tasks, store, run, models=models,
+                                         on_trajectory=on_trajectory)
+            guard.arm()
+            try:
+                return await execute_run(config, tasks, store, run, models=models,
+                                         on_trajectory=on_trajectory)
+            except asyncio.CancelledError:
+                # Ctrl-C: the tasks have checkpointed and the run is marked interrupted.
+                # Exit now rather than wait for litellm's executor threads to finish.
+                guard.exit()
+
+        if guard is not None:
+            guard.release()
+        return asyncio.run(main())
 
 
 class RunListing(BaseModel):
@@ -60,12 +90,16 @@ class RunListing(BaseModel):
     """Tasks with a stored trajectory."""
     total: int
     created_at: str
+    errors: int = 0
+    """Unfinished tasks whose last try ended in an error (a resume retries them)."""
 
 
 def list_runs(config: Config) -> list[RunListing]:
-    """Every run in the data directory, newest first, with how far each got."""
+    """Every run in the data directory, newest first, with how far each got. A
+    ``running`` run whose process is gone is shown ``interrupted``."""
     with open_store(config.home) as store:
-        return [RunListing(run_id=r.run_id, status=r.status, tasks=r.tasks_spec,
+        return [RunListing(run_id=r.run_id, status=shown_status(r), tasks=r.tasks_spec,
                            done=store.count(run_id=r.run_id), total=r.total,
-                           created_at=r.created_at.isoformat())
+                           created_at=r.created_at.isoformat(),
+                           errors=len(store.task_errors(r.run_id)))
                 for r in store.list_runs()]

@@ -31,6 +31,7 @@ from typing import Any
 
 from core.errors import ConfigError
 from core.records import Privileged, Task, VerifierSpec
+from orchestrator.config import LimitsConfig
 from orchestrator.jsonl_tasks import load_jsonl_tasks, parse_number
 
 DEFAULT_RG_N = 10
@@ -78,24 +79,29 @@ def pin_hash_seed() -> None:
         return  # cannot re-run: go on unpinned rather than not at all
 
 
-def load_tasks(spec: str) -> list[Task]:
+def load_tasks(spec: str, *, limits: LimitsConfig | None = None) -> list[Task]:
     """The tasks ``spec`` names (see the module docstring for the three forms).
 
     Raises :class:`ConfigError` for a spec of none of the forms, bad spec syntax, an
-    unknown reasoning-gym family or config key, or a bad JSONL file (all bad lines).
+    unknown reasoning-gym family or config key, a bad JSONL file (all bad lines), or a
+    spec over ``limits`` (default ``LimitsConfig()``): more than ``max_tasks`` tasks
+    (checked before any is generated where the spec says how many), or a file over
+    the size limits.
     """
+    limits = limits or LimitsConfig()
     text = spec.strip()
     parts = split_specs(text)
     if len(parts) > 1 and not _is_file(text):
-        return _combined(text, parts)
+        return _combined(text, parts, limits)
     if text == "rg" or text.startswith("rg:"):
         family, n, seed, config = parse_rg_spec(text)
+        _check_count(n, spec, limits)
         return reasoning_gym_tasks(family, n=n, seed=seed, config=config)
     if text.lower() == "humaneval" or text.lower().startswith("humaneval:"):
         return humaneval_tasks(n=parse_humaneval_spec(text))
     path = Path(text).expanduser()
     if text and (path.suffix == ".jsonl" or _is_file(text)):
-        return load_jsonl_tasks(path)
+        return load_jsonl_tasks(path, limits)
     raise ConfigError(f"unknown TASKS spec {spec!r}: not an existing file, rg:... or humaneval.\n{SPEC_FORMS}")
 
 
@@ -121,18 +127,28 @@ def split_specs(text: str) -> list[str]:
     return [*parts, text[start:]]
 
 
-def _combined(spec: str, parts: list[str]) -> list[Task]:
+def _check_count(n: int, spec: str, limits: LimitsConfig) -> None:
+    if n > limits.max_tasks:
+        raise ConfigError(
+            f"TASKS spec {spec!r} asks for {n:,} tasks, more than limits.max_tasks = "
+            f"{limits.max_tasks:,}; lower n, or raise [limits] max_tasks in selftaught.toml.")
+
+
+def _combined(spec: str, parts: list[str], limits: LimitsConfig) -> list[Task]:
+    if any(not part.strip() for part in parts):
+        raise ConfigError(f"empty part in TASKS spec {spec!r}: join specs as SPEC+SPEC")
+    declared = [parse_rg_spec(p.strip())[1] for p in parts if p.strip().startswith("rg:")]
+    _check_count(sum(declared), spec, limits)  # before generating any
     tasks: list[Task] = []
     seen: dict[str, str] = {}
     for part in parts:
-        if not part.strip():
-            raise ConfigError(f"empty part in TASKS spec {spec!r}: join specs as SPEC+SPEC")
-        for task in load_tasks(part):
+        for task in load_tasks(part, limits=limits):
             if task.id in seen:
                 raise ConfigError(f"task {task.id} is in both {seen[task.id]!r} and {part!r} "
                                   f"of TASKS spec {spec!r}; give each task once")
             seen[task.id] = part
             tasks.append(task)
+        _check_count(len(tasks), spec, limits)
     return tasks
 
 
@@ -278,19 +294,24 @@ def reasoning_gym_tasks(family: str, *, n: int, seed: int, config: dict[str, Any
     _check_config_keys(family, registry[family][1], config)
     import reasoning_gym
 
+    def rejected(exc: BaseException) -> ConfigError:
+        # The family's config validation speaks in asserts; its message names the field.
+        return ConfigError(
+            f"reasoning-gym family {family!r} rejected config {config}: {exc or type(exc).__name__}. "
+            "Fix the KEY=VALUE parts of the spec.")
+
+    config_errors = (AssertionError, ValueError, TypeError, KeyError)
     try:
         dataset = reasoning_gym.create_dataset(family, size=n, seed=seed, **config)
-        entries = [dataset[index] for index in range(n)]
-    except (AssertionError, ValueError, TypeError, KeyError) as exc:
-        # The family's config validation speaks in asserts; its message names the field.
-        raise ConfigError(
-            f"reasoning-gym family {family!r} rejected config {config}: {exc or type(exc).__name__}. "
-            "Fix the KEY=VALUE parts of the spec."
-        ) from None
-
+    except config_errors as exc:
+        raise rejected(exc) from None
     config_json = _jsonable(config)
     tasks = []
-    for index, entry in enumerate(entries):
+    for index in range(n):  # entry by entry: only the tasks are held
+        try:
+            entry = dataset[index]
+        except config_errors as exc:
+            raise rejected(exc) from None
         entry_json = _jsonable(entry)
         answer = entry.get("answer")
         tasks.append(

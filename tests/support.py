@@ -23,6 +23,17 @@ def cli(*args: str, cwd: Path, timeout_s: float = 300, **env: str) -> subprocess
                           text=True, timeout=timeout_s)
 
 
+def stored_count(db: Path) -> int:
+    """Trajectories in the SQLite file ``db`` (0 while it does not exist yet)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT COUNT(*) FROM trajectories").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
 def jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -72,3 +83,38 @@ def manifest(name: str = "ignored") -> AdapterManifest:
         name=name, base_model="local/smollm2", method="sft", dataset=dataset,
         hyper={"lora_r": 16}, train_loss=0.5, tokens_per_s=120.0,
     )
+
+
+def build_tiny_base(out: Path) -> Path:
+    """Save a tiny Llama + tokenizer with a ChatML template into ``out`` (seconds on a
+    CPU): a real model for tests of training, loading and kill points."""
+    from core.answer_format import evaluation_messages
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [m["content"] for i in range(40) for m in evaluation_messages(make_task(i))]
+    corpus += [a.reply for i in range(40) for a in make_trajectory(i).attempts]
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    ))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+        pad_token="<|im_end|>", unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(out)
+    config = LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, vocab_size=len(tokenizer), max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out

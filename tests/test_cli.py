@@ -7,10 +7,7 @@ the suites, the verifiers and the real sandbox end to end.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 

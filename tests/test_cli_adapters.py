@@ -49,7 +49,7 @@ def test_list_with_no_adapters_says_so_and_succeeds(tmp_path):
     plain = cli("adapters", "list", cwd=tmp_path)
     assert plain.returncode == 0, plain.stderr
     assert "no adapters yet" in plain.stdout + plain.stderr
-    assert listed(tmp_path) == {"adapters": [], "champion": None}
+    assert listed(tmp_path) == {"adapters": [], "champion": None, "missing": {}}
 
 
 def test_list_shows_both_adapters_as_json_and_as_a_table(tmp_path, two):
@@ -130,7 +130,11 @@ def test_unknown_name_exits_2_and_names_the_adapters(tmp_path, two, args):
     result = cli("adapters", *args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "nope" in result.stderr and "a0001, a0002" in result.stderr, result.stderr
-    assert result.stdout == ""
+    if "--json" in args:  # the error, as one JSON object on stdout
+        payload = json.loads(result.stdout)
+        assert payload["kind"] == "ConfigError" and "nope" in payload["error"]
+    else:
+        assert result.stdout == ""
     assert statuses(tmp_path) == {"a0001": "candidate", "a0002": "candidate"}
 
 

@@ -10,7 +10,6 @@ import pytest
 
 from core.errors import ConfigError, StoreError
 from finetune import registry as registry_module
-from finetune.dataset import DatasetManifest
 from finetune.registry import AdapterManifest, AdapterRegistry, ResolvedAdapter
 from tests.support import manifest, trained_dir
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from agents.testing import ScriptedChatModel
-from core.errors import ModelError
 from core.records import Privileged, RunRecord, Task, VerifierSpec
 from memory.store import SQLiteStore
 from orchestrator.config import Config, LoopConfig
@@ -164,21 +163,6 @@ async def test_caps_end_the_loop_unsolved(tmp_path):
                                 max_attempts=10, max_tokens=120, max_resamples=0)
     [t] = store.trajectories(run_id="r1")
     assert t.stop_reason == "max_tokens" and len(t.attempts) < 10
-
-
-async def test_provider_error_is_a_failed_attempt_and_the_run_goes_on(tmp_path):
-    def script(messages, params):
-        if "2 + 2" in messages[1]["content"] and len(messages) == 2 and not script.failed:
-            script.failed = True
-            raise ModelError("provider exploded (key sk-abcdefghijklmnopqrstuvwx)")
-        return "Answer: 4"
-    script.failed = False
-    tasks = [_task("a"), _task("b")]
-    summary, store = await _run(tmp_path, tasks, _roles(ScriptedChatModel(script)), hints="none")
-    assert summary.solved == 2 and summary.errors == []
-    errored = [a for t in store.trajectories(run_id="r1") for a in t.attempts if a.error]
-    assert len(errored) == 1 and not errored[0].verdict.passed
-    assert "provider exploded" in errored[0].error and "sk-abcdefghijklmnop" not in errored[0].error
 
 
 async def test_a_task_that_crashes_does_not_end_the_run(tmp_path):

@@ -538,13 +538,59 @@ def test_a_record_newer_than_the_code_is_refused(tmp_path: Path) -> None:
         store.get_run("run-1")
 
 
-def test_a_damaged_record_is_a_store_error(tmp_path: Path) -> None:
+def test_a_damaged_record_is_skipped_with_a_warning_naming_it(tmp_path: Path, caplog) -> None:
+    # One bad row used to make every read of the table fail (runs list, memory export).
     path = tmp_path / "s.db"
     with SQLiteStore(path) as store:
         store.create_run(make_run())
-        t = make_trajectory()
-        store.add_trajectory(t)
+        bad, good = make_trajectory(task_id="bad"), make_trajectory(task_id="good")
+        store.add_trajectory(bad)
+        store.add_trajectory(good)
     with sqlite3.connect(path) as raw:
-        raw.execute("UPDATE trajectories SET record = '{\"half\": '")
-    with SQLiteStore(path) as store, pytest.raises(StoreError, match=t.id):
-        store.trajectories()
+        raw.execute("UPDATE trajectories SET record = '{\"half\": ' WHERE id = ?", (bad.id,))
+    with SQLiteStore(path) as store:
+        assert [t.id for t in store.trajectories()] == [good.id]
+        assert [r.run_id for r in store.list_runs()] == ["run-1"]
+    assert bad.id in caplog.text and "skipped" in caplog.text and "selftaught doctor" in caplog.text
+
+
+# -- task errors, run ownership (reliability) --------------------------------------------
+
+
+def test_task_errors_are_open_until_the_task_has_a_trajectory(tmp_path: Path) -> None:
+    from core.records import TaskError
+
+    with SQLiteStore(tmp_path / "s.db") as store:
+        store.create_run(make_run())
+        t = make_trajectory()
+        for message in ("first try", "second try"):
+            store.add_task_error(TaskError(run_id="run-1", task_id=t.task.id, kind="ModelError",
+                                           message=message))
+        store.add_task_error(TaskError(run_id="run-1", task_id="other", kind="ConfigError",
+                                       message="bad"))
+        assert [(e.task_id, e.message) for e in store.task_errors("run-1")] == [
+            (t.task.id, "second try"), ("other", "bad")]
+        store.add_trajectory(t)
+        assert [e.task_id for e in store.task_errors("run-1")] == ["other"]
+        assert len(store.task_errors("run-1", open_only=False)) == 3
+        with pytest.raises(StoreError, match="create_run must come first"):
+            store.add_task_error(TaskError(run_id="nope", task_id="x", kind="K", message="m"))
+
+
+def test_claim_is_checked_inside_the_write_and_heartbeats_need_the_owner(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "s.db") as store:
+        store.create_run(make_run())
+        claimed = store.claim_run("run-1", pid=11, host="h")
+        assert (claimed.status, claimed.pid, claimed.host) == ("running", 11, "h")
+        assert claimed.heartbeat_at is not None
+
+        def refuse(run):
+            raise ConfigError(f"owned by {run.pid}")
+
+        with pytest.raises(ConfigError, match="owned by 11"):
+            store.claim_run("run-1", pid=22, host="h", check=refuse)
+        assert store.get_run("run-1").pid == 11  # the refused claim changed nothing
+        assert store.heartbeat("run-1", 22) is False and store.heartbeat("run-1", 11) is True
+        store.set_run_status("run-1", "finished")
+        assert store.heartbeat("run-1", 11) is False  # a finished run takes no heartbeat
+        assert store.heartbeat("nope", 11) is False

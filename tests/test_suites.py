@@ -46,7 +46,7 @@ def test_jsonl_happy_path(tmp_path):
             {
                 "id": "t5",
                 "prompt": "Write f.",
-                "verifier": {"type": "python_tests", "params": {"tests": "assert f() == 1"}},
+                "verifier": {"type": "python_tests", "params": {"tests": "assert f() == 1", "entry_point": "f"}},
                 "tests": "assert f() == 1",
                 "answer_format": "code",
             },

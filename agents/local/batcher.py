@@ -95,7 +95,9 @@ class BatchStats:
 
 class Batcher:
     """Runs the ``Stepper`` that ``start()`` returns (called first, on the worker
-    thread: e.g. loading the model, so the caller's event loop never blocks on it)."""
+    thread: e.g. loading the model, so the caller's event loop never blocks on it).
+    ``check(request)``, if given, runs on the worker thread before a request is admitted;
+    the error it returns fails that request alone."""
 
     def __init__(
         self,
@@ -105,10 +107,12 @@ class Batcher:
         gather_ms: float = 5.0,
         max_wait_ms: float = 50.0,
         name: str = "selftaught-batcher",
+        check: Callable[[Any], BaseException | None] | None = None,
     ):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self._start = start
+        self._check = check
         self._stepper: Stepper = WholeBatches(list)  # runs nothing; replaced by start()
         self._running_key: Any = None
         self.max_batch_size = max_batch_size
@@ -227,7 +231,11 @@ class Batcher:
         for request, future in backlog:
             if len(batch) < limit and request.group_key == key:
                 if future.set_running_or_notify_cancel():
-                    batch.append((request, future))
+                    problem = self._check(request) if self._check else None
+                    if problem is not None:  # refused alone: the batch is not failed with it
+                        future.set_exception(problem)
+                    else:
+                        batch.append((request, future))
             else:
                 rest.append((request, future))
         backlog[:] = rest

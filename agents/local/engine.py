@@ -26,7 +26,7 @@ from pathlib import Path
 from agents.local.batcher import Batcher, BatchStats
 from agents.local.resolve import ModelSource, resolve_local_model
 from core.adapters import adapter_dir
-from core.errors import ConfigError
+from core.errors import ConfigError, ModelError
 
 MAX_ADAPTERS = 8
 """Adapters kept loaded at once; the least recently used is unloaded beyond this."""
@@ -85,6 +85,7 @@ class LocalEngine:
             gather_ms=batching.gather_ms,
             max_wait_ms=batching.max_wait_ms,
             name=f"selftaught-local-{name}",
+            check=self._check_length,
         )
 
     @classmethod
@@ -141,6 +142,23 @@ class LocalEngine:
         eos = eos_token_ids(self._model, self._tokenizer)
         self._decode = DecodeBatch(self._tokenizer, eos, self._selected, self._prefix_tokens)
         return self._decode
+
+    def _check_length(self, request) -> BaseException | None:
+        """A ``ModelError`` when the prompt and the reply it may write do not fit the
+        model's context (prefill memory grows with the square of the prompt's length)."""
+        from agents.local.decode import render_prompt
+
+        limit = getattr(self._model.config, "max_position_embeddings", None)
+        if not limit:
+            return None
+        tokens = len(self._tokenizer(render_prompt(self._tokenizer, request.messages),
+                                     add_special_tokens=False)["input_ids"])
+        if tokens + request.max_tokens <= limit:
+            return None
+        return ModelError(
+            f"the prompt is {tokens} tokens and the reply may take {request.max_tokens}, but "
+            f"local model {self.name} holds {limit}; shorten the prompt (or the task's "
+            "lessons and hints), lower the reply's max_tokens, or use a model with a longer context")
 
     def _selected(self, adapter: str | None):
         """Context in which the returned model generates with ``adapter`` (or none).

@@ -1,0 +1,171 @@
+"""kill -9 at chosen points of a real ``selftaught`` process, and checks that nothing
+stored was lost, doubled or left half-written. Shared by tests/test_kill_points.py (a
+handful of points) and benchmarks/bench_reliability.py (the 20-point sweeps).
+
+Two ways to choose the point:
+
+* :func:`start_and_kill` sends SIGKILL once the process's stderr shows a stage line
+  (e.g. ``"round 1: distilling"``), after a given delay: random points within a stage.
+* :func:`kill_on_replace_env` makes the process kill itself inside its Nth atomic file
+  replace whose target contains a pattern (e.g. ``registry.json``: promotion), just
+  before or just after it: exact points in a file write. It works through a
+  ``sitecustomize`` module put first on ``PYTHONPATH``; nothing in selftaught knows.
+
+After a kill, :func:`store_rows` and :func:`registry_problems` read the data directory
+directly (SQLite read-only, the registry's files) to compare before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support import SELFTAUGHT, jsonl
+
+HOOK = '''
+import os, signal
+_spec = os.environ.get("SELFTAUGHT_KILL_ON_REPLACE")
+if _spec:
+    _pattern, _n, _when = _spec.rsplit(":", 2)
+    _count = [0]
+    _real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if _pattern in os.fspath(dst):
+            _count[0] += 1
+            if _count[0] == int(_n):
+                if _when == "after":
+                    _real(src, dst, *args, **kwargs)
+                os.kill(os.getpid(), signal.SIGKILL)
+        return _real(src, dst, *args, **kwargs)
+
+    os.replace = replace
+'''
+
+
+def kill_on_replace_env(hook_dir: Path, pattern: str, n: int, when: str = "before") -> dict[str, str]:
+    """Environment that makes a selftaught process SIGKILL itself at its ``n``-th
+    ``os.replace`` onto a path containing ``pattern``, ``before`` or ``after`` it."""
+    hook_dir.mkdir(parents=True, exist_ok=True)
+    (hook_dir / "sitecustomize.py").write_text(HOOK)
+    path = os.pathsep.join(filter(None, [str(hook_dir), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "SELFTAUGHT_KILL_ON_REPLACE": f"{pattern}:{n}:{when}"}
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    killed: bool
+    """True when SIGKILL ended it (by us or by the hook), False when it ended alone."""
+    stderr: str
+    stdout: str
+    stage: str | None
+    """The stage line seen last before the kill."""
+    after_stage_s: float | None = None
+    """Seconds from seeing the stage line to the end of the process."""
+
+
+def start_and_kill(args: list[str], *, cwd: Path, env: dict[str, str], stage: str | None,
+                   delay_s: float, timeout_s: float = 600) -> Outcome:
+    """Run ``selftaught ARGS``; once ``stage`` appears on its stderr (None: at start),
+    wait ``delay_s`` and SIGKILL it (unless it ended first)."""
+    err_path = cwd / f".stderr-{time.monotonic_ns()}"
+    with err_path.open("w+") as err:
+        proc = subprocess.Popen([SELFTAUGHT, *args], cwd=cwd, env={**os.environ, **env},
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        deadline = time.monotonic() + timeout_s
+        seen_at = time.monotonic() if stage is None else None
+        while proc.poll() is None and time.monotonic() < deadline:
+            if seen_at is None:
+                err.seek(0)
+                if stage in err.read():
+                    seen_at = time.monotonic()
+            elif time.monotonic() - seen_at >= delay_s:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        stdout, _ = proc.communicate(timeout=timeout_s)
+        ended = time.monotonic()
+        err.seek(0)
+        text = err.read()
+    err_path.unlink()
+    last = _last_stage(text)
+    return Outcome(proc.returncode, proc.returncode == -signal.SIGKILL, text, stdout, last,
+                   None if seen_at is None else ended - seen_at)
+
+
+def run_to_end(args: list[str], *, cwd: Path, env: dict[str, str], timeout_s: float = 900) -> Outcome:
+    done = subprocess.run([SELFTAUGHT, *args], cwd=cwd, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=timeout_s)
+    return Outcome(done.returncode, done.returncode == -signal.SIGKILL, done.stderr, done.stdout,
+                   _last_stage(done.stderr))
+
+
+def _last_stage(text: str) -> str | None:
+    lines = [line for line in text.splitlines() if line.startswith("round ")]
+    return lines[-1] if lines else None
+
+
+def store_rows(db: Path) -> dict[tuple[str, str], str]:
+    """(run id, task id) -> trajectory id, read straight from the SQLite file."""
+    if not db.exists():
+        return {}
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT run_id, task_id, id FROM trajectories").fetchall()
+        assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok", f"{db} is damaged"
+    found = {(run, task): tid for run, task, tid in rows}
+    assert len(found) == len(rows), "a (run, task) pair is stored twice"
+    return found
+
+
+def lost(before: dict, after: dict) -> int:
+    """Trajectories stored before that are gone (or replaced) after."""
+    return sum(1 for key, tid in before.items() if after.get(key) != tid)
+
+
+def registry_problems(home: Path) -> list[str]:
+    """What is wrong with the adapter registry on disk: an unreadable index, more than one
+    champion, or a listed adapter whose directory is not whole."""
+    index = home / "adapters" / "registry.json"
+    if not index.exists():
+        return []
+    try:
+        adapters = json.loads(index.read_text())["adapters"]
+    except (ValueError, KeyError) as exc:
+        return [f"index unreadable: {exc}"]
+    problems = []
+    champions = [n for n, m in adapters.items() if m["status"] == "champion"]
+    if len(champions) > 1:
+        problems.append(f"{len(champions)} champions: {champions}")
+    for name in adapters:
+        for required in ("adapter_config.json", "adapter_model.safetensors", "manifest.json"):
+            if not (home / "adapters" / name / required).is_file():
+                problems.append(f"{name} is listed but lacks {required}")
+    return problems
+
+
+def tiny_improve(work: Path, tiny: Path, *, train: int = 16, holdout: int = 8) -> list[str]:
+    """Write a config and task files for an ``improve`` whose every stage runs in
+    seconds on a tiny untrained local model (``tests.support.build_tiny_base``): the
+    regex verifier passes any answer, so collection solves, a candidate is trained,
+    evaluated and (margin 0) promoted. Returns the ``improve`` arguments."""
+    (work / "selftaught.toml").write_text(
+        f'[models]\ngenerator = "local/{tiny}"\ncritic = "local/{tiny}"\nhint = "local/{tiny}"\n'
+        '[loop]\nmax_attempts = 1\nreply_max_tokens = 8\nreference_hint = "answer"\n'
+        "[run]\nconcurrency = 4\n[distill.train]\nmax_steps = 2\nbatch_size = 4\n"
+        "[improve]\nmargin = 0.0\n")
+
+    def rows(prefix: str, n: int, offset: int) -> list[dict]:
+        return [{"id": f"{prefix}{i}", "prompt": f"What is {i + offset} + 7?", "family": "add",
+                 "reference_answer": str(i + offset + 7),
+                 "verifier": {"type": "regex", "params": {"pattern": ".*"}}} for i in range(n)]
+
+    train_file = jsonl(work / "train.jsonl", rows("tr", train, 0))
+    holdout_file = jsonl(work / "holdout.jsonl", rows("ho", holdout, 100))
+    return ["improve", str(train_file), "--holdout", str(holdout_file), "--json"]
