@@ -30,7 +30,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from agents.local.resolve import is_local, resolve_local_model
@@ -139,8 +139,47 @@ class LiteLLMChatModel:
         """Yield text pieces. Transient failures are retried only before the first
         piece; after that any failure is raised at once, classified as for
         ``complete`` (a reply cannot be replayed halfway)."""
+        async for chunk in self._chunks(messages, params or GenerationParams()):
+            piece = chunk.choices[0].delta.content if chunk.choices else None
+            if piece:
+                yield piece
+
+    async def complete_streaming(
+        self, messages: list[Message], params: GenerationParams | None = None, *,
+        on_piece: Callable[[str], None],
+    ) -> Completion:
+        """``complete``, streamed: each piece of the reply goes to ``on_piece`` as it
+        arrives, and the whole reply comes back with its usage (asked of the provider
+        with ``stream_options.include_usage``; zeros where a provider gives none).
+        Errors as for ``stream``."""
         params = params or GenerationParams()
+        started = time.perf_counter()
+        pieces: list[str] = []
+        finish_reason = usage = None
+        async for chunk in self._chunks(messages, params, include_usage=True):
+            usage = getattr(chunk, "usage", None) or usage
+            if not chunk.choices:
+                continue
+            finish_reason = chunk.choices[0].finish_reason or finish_reason
+            piece = chunk.choices[0].delta.content
+            if piece:
+                pieces.append(piece)
+                on_piece(piece)
+        return Completion(
+            text="".join(pieces), model=self.model_id, adapter=params.adapter,
+            finish_reason=finish_reason,
+            usage=Usage(prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                        latency_s=time.perf_counter() - started),
+        )
+
+    async def _chunks(
+        self, messages: list[Message], params: GenerationParams, *, include_usage: bool = False
+    ) -> AsyncIterator[Any]:
+        """The provider's stream chunks, with the retry policy of ``stream``."""
         kwargs = {**self._kwargs(messages, params), "stream": True}
+        if include_usage:
+            kwargs["stream_options"] = {"include_usage": True}
         litellm = litellm_module()
         for attempt in range(self.max_retries + 1):
             sent_any = False
@@ -152,10 +191,8 @@ class LiteLLMChatModel:
                         chunk = await self._bounded(iterator.__anext__())
                     except StopAsyncIteration:
                         return
-                    piece = chunk.choices[0].delta.content if chunk.choices else None
-                    if piece:
-                        sent_any = True
-                        yield piece
+                    sent_any = sent_any or bool(chunk.choices and chunk.choices[0].delta.content)
+                    yield chunk
             except Exception as e:
                 error = self._classify(e)
                 retry = isinstance(error, TransientModelError) and not sent_any

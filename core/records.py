@@ -65,6 +65,9 @@ class Task(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+VerdictSource = Literal["verifier", "person"]
+
+
 class Verdict(BaseModel):
     """The result of checking one answer. ``score`` is 0..1 and doubles as a reward."""
 
@@ -75,6 +78,12 @@ class Verdict(BaseModel):
     feedback: str = ""
     """Plain text for the critic and hint-giver (e.g. failing test output)."""
     details: dict[str, Any] = Field(default_factory=dict)
+    source: VerdictSource = "verifier"
+    """Who judged: the task's verifier, or a person in a session (who overrules it)."""
+    author: str | None = None
+    """The person's name when ``source`` is ``person``."""
+    overruled: Verdict | None = None
+    """The verifier's own verdict, kept when a person's verdict replaced it."""
 
 
 HintSource = Literal["model", "verifier", "person", "reference"]
@@ -128,6 +137,9 @@ class Attempt(Generation):
     critique: str | None = None
     critique_model: str | None = None
     hint: Hint | None = None
+    proposed_hint: Hint | None = None
+    """The hint-giver's hint when a person in a session replaced, edited or declined it
+    (``hint`` then holds what was actually given, or None)."""
 
 
 Outcome = Literal["solved", "unsolved"]
@@ -166,6 +178,7 @@ class Trajectory(BaseModel):
 
 
 RunStatus = Literal["running", "finished", "interrupted"]
+RunKind = Literal["run", "session"]
 
 
 class RunRecord(BaseModel):
@@ -182,3 +195,6 @@ class RunRecord(BaseModel):
     status: RunStatus = "running"
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    kind: RunKind = "run"
+    """``run`` (autonomous) or ``session`` (a person watched and answered, ``selftaught
+    session``)."""

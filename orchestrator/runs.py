@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from core.errors import ConfigError
 from core.records import RunRecord, RunStatus
 from memory.store import open_store
 from orchestrator.config import Config, with_overrides
@@ -33,6 +34,9 @@ def start_or_resume(
     store = open_store(config.home)
     if resume is not None:
         run = store.get_run(resume)
+        if run.kind == "session":
+            raise ConfigError(f"{resume} is a session; continue it with "
+                              f"`selftaught session --resume {resume}`")
         pinned = Config.model_validate({"home": str(config.home), **run.settings})
         config = with_overrides(pinned, overrides or {})
         tasks = load_tasks(run.tasks_spec)
@@ -60,12 +64,18 @@ class RunListing(BaseModel):
     """Tasks with a stored trajectory."""
     total: int
     created_at: str
+    kind: str = "run"
+    """``run`` or ``session`` (a person took part)."""
 
 
 def list_runs(config: Config) -> list[RunListing]:
     """Every run in the data directory, newest first, with how far each got."""
     with open_store(config.home) as store:
-        return [RunListing(run_id=r.run_id, status=r.status, tasks=r.tasks_spec,
-                           done=store.count(run_id=r.run_id), total=r.total,
-                           created_at=r.created_at.isoformat())
-                for r in store.list_runs()]
+        listing = []
+        for r in store.list_runs():
+            done = store.count(run_id=r.run_id)
+            # A session's typed-in tasks are not in its suite: count them in the total.
+            listing.append(RunListing(run_id=r.run_id, status=r.status, tasks=r.tasks_spec,
+                                      done=done, total=max(r.total, done),
+                                      created_at=r.created_at.isoformat(), kind=r.kind))
+        return listing
