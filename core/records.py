@@ -163,7 +163,8 @@ class Trajectory(BaseModel):
     hint_model: str
     adapter: str | None = None
     stop_reason: str
-    """Why the loop ended: ``verified``, ``max_attempts``, ``max_tokens`` or ``max_seconds``."""
+    """Why the loop ended: ``verified``, ``max_attempts``, ``max_tokens`` or ``max_seconds``;
+    in a session also ``skipped`` or ``quit`` (the person moved on or left)."""
     tokens: int = 0
     seconds: float = 0.0
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

@@ -9,8 +9,8 @@ verdict, its critique and the hint-giver's proposed hint)::
        |                    +------ hint / accept / edit / retry -----+
        +---------------- record <-------- correct / skip / quit ------+
 
-One session is one LangGraph thread (its id is the session's run id) checkpointed to
-SQLite after every step, so Ctrl-C, a closed terminal or ``kill -9`` loses at most the
+One session is one LangGraph thread (``session:RUN_ID``) checkpointed to SQLite after
+every step (durability ``sync``: a person's answer is worth a write), so Ctrl-C, a closed terminal or ``kill -9`` loses at most the
 step in flight, and ``selftaught session --resume`` asks the pending question again.
 A session is a run of kind ``session`` in the trajectory store; each task it finishes
 is a trajectory like any run's.
@@ -47,7 +47,7 @@ from orchestrator.runner import (
     RoleModels, _adapter_path, _checkpointer, build_models, new_run_id, run_settings,
 )
 from orchestrator.session_flow import (
-    ASK, CHOOSE, EOF_HELP, GENERATE, RECORD, Decision, Question, SessionState, after_ask,
+    ASK, CHOOSE, GENERATE, RECORD, Decision, Question, SessionState, after_ask,
     apply_decision, fresh_state, problem, question_for, route_after_verify, typed_id,
 )
 from orchestrator.session_input import InputSource
@@ -270,7 +270,7 @@ class _Driver:
     async def _advance(self, graph, payload: Any) -> None:
         async for mode, data in graph.astream(
             payload, self.thread, context=self.context, stream_mode=["custom", "updates"],
-            durability="sync",  # a person's answer is never lost to a crash
+            durability="sync",
         ):
             if mode == "custom":
                 self._event(data)
@@ -392,7 +392,3 @@ class _Exits:
 
     def __exit__(self, *exc: object) -> None:
         self._runner.run(self._stack.aclose())
-
-
-__all__ = ["EOF_HELP", "SessionContext", "SessionResult", "SessionView", "Status",
-           "build_session_graph", "start_or_resume_session"]
