@@ -510,8 +510,9 @@ def session(
             cfg, spec=None if resume else spec, resume=resume, session_id=spec if resume else None,
             overrides=overrides, inputs=inputs, view=screen, who=person, on_start=screen.started)
     except KeyboardInterrupt:
-        out.print(f"\ninterrupted; nothing is lost. Continue with: selftaught session --resume "
-                  f"{screen.session_id}", highlight=False)
+        if screen.session_id is not None:
+            out.print(f"\ninterrupted; nothing is lost. Continue with: selftaught session "
+                      f"--resume {screen.session_id}", highlight=False)
         raise typer.Exit(130) from None
     again = f"selftaught session --resume {result.session_id}"
     ending = {"finished": f"session {result.session_id} finished",

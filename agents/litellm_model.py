@@ -165,12 +165,14 @@ class LiteLLMChatModel:
             if piece:
                 pieces.append(piece)
                 on_piece(piece)
+        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
         return Completion(
             text="".join(pieces), model=self.model_id, adapter=params.adapter,
             finish_reason=finish_reason,
-            usage=Usage(prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-                        latency_s=time.perf_counter() - started),
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                        latency_s=time.perf_counter() - started,
+                        cost_usd=_token_cost(self.model_id, prompt_tokens, completion_tokens)),
         )
 
     async def _chunks(
@@ -283,6 +285,16 @@ def _cost(litellm, response) -> float:
     """USD cost from litellm's (local) cost map; 0 for models it does not price."""
     try:
         return float(litellm.completion_cost(completion_response=response) or 0.0)
+    except Exception:
+        return 0.0
+
+
+def _token_cost(model_id: str, prompt_tokens: int, completion_tokens: int) -> float:
+    """USD cost of a streamed call from litellm's (local) price map; 0 when unpriced."""
+    try:
+        prompt, completion = litellm_module().cost_per_token(
+            model=model_id, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        return float(prompt + completion)
     except Exception:
         return 0.0
 

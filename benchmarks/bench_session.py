@@ -1,12 +1,11 @@
 """Sessions with the embedded model: how soon a person's hint reaches the screen, and
 what a person's hint is worth against the model's own critique and hint.
 
-    uv run python benchmarks/bench_session.py [--per-family 16] [--candidates 48]
+    uv run python benchmarks/bench_session.py [--per-family 16] [--candidates 32]
 
-1. For each family, the autonomous loop (hint policy ``critique``: the model's own
-   critique and hint, 3 attempts) runs on ``--candidates`` tasks; the first
-   ``--per-family`` tasks it failed at attempt 1 are kept, with whether the model's own
-   hints solved them within 3 attempts.
+1. For each family, one greedy attempt at ``--candidates`` tasks picks the first
+   ``--per-family`` tasks the model fails; the autonomous loop (hint policy
+   ``critique``: the model's own critique and hint, 3 attempts) then runs on them.
 2. The same tasks go through a scripted session (``selftaught session --script``'s code
    path, one process, the model already loaded) whose script gives one general hint per
    family, written once (advice, never an answer), after every failed attempt. The
@@ -62,15 +61,24 @@ class Quiet:
         return lambda *args, **kwargs: None
 
 
+def run_loop(config: Config, tasks, store: SQLiteStore, run_id: str, models) -> dict:
+    """The autonomous loop over ``tasks``; trajectories by task id."""
+    run = RunRecord(run_id=run_id, tasks_spec=run_id, settings={}, total=len(tasks))
+    store.create_run(run)
+    asyncio.run(execute_run(config, tasks, store, run, models=models))
+    return {t.task.id: t for t in store.trajectories(run_id=run_id)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--per-family", type=int, default=16)
-    parser.add_argument("--candidates", type=int, default=48)
+    parser.add_argument("--candidates", type=int, default=32)
     parser.add_argument("--attempts", type=int, default=3)
     parser.add_argument("--reply-tokens", type=int, default=96)
     args = parser.parse_args()
 
-    loop = dict(max_attempts=args.attempts, reply_max_tokens=args.reply_tokens)
+    loop_rest = dict(reply_max_tokens=args.reply_tokens)
+    loop = dict(max_attempts=args.attempts, **loop_rest)
     rows, latencies = [], []
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
@@ -80,14 +88,14 @@ def main() -> None:
         for family, spec in FAMILIES.items():
             tasks = load_tasks(f"{spec}:n={args.candidates}")
             store = SQLiteStore(home / f"{family}.db")
-            run = RunRecord(run_id=f"model-{family}", tasks_spec=spec, settings={}, total=len(tasks))
-            store.create_run(run)
+            screen = config.model_copy(update={"loop": LoopConfig(max_attempts=1, **loop_rest)})
+            first = run_loop(screen, tasks, store, f"screen-{family}", models)
+            failed = [t for t in tasks if first[t.id].outcome != "solved"][: args.per_family]
             started = time.perf_counter()
-            asyncio.run(execute_run(config, tasks, store, run, models=models))
+            by_id = run_loop(config, failed, store, f"model-{family}", models)
             model_seconds = time.perf_counter() - started
-            by_id = {t.task.id: t for t in store.trajectories(run_id=run.run_id)}
-            failed = [t for t in tasks if not by_id[t.id].attempts[0].verdict.passed][: args.per_family]
-            model_solved = sum(by_id[t.id].outcome == "solved" for t in failed)
+            model_solved = sum(t.outcome == "solved" for t in by_id.values())
+            model_at_1 = sum(t.attempts[0].verdict.passed for t in by_id.values())
 
             task_file = home / f"{family}.jsonl"
             task_file.write_text("".join(json.dumps(t.model_dump(mode="json")) + "\n" for t in failed))
@@ -105,15 +113,15 @@ def main() -> None:
                 done = session_store.trajectories(run_id=result.session_id)
             person_solved = sum(t.outcome == "solved" for t in done)
             passed_at_1 = sum(t.attempts[0].verdict.passed for t in done)
-            rows.append((family, len(failed), model_solved, person_solved, passed_at_1,
-                         model_seconds, person_seconds))
+            rows.append((family, len(failed), model_solved, person_solved,
+                         f"{model_at_1} / {passed_at_1}", model_seconds, person_seconds))
             print(f"{family}: {len(failed)} tasks; model hints {model_solved}, person hints "
-                  f"{person_solved} (attempt 1 passed in the session: {passed_at_1})",
+                  f"{person_solved} (attempt 1 passed on the rerun: {model_at_1} / {passed_at_1})",
                   file=sys.stderr, flush=True)
 
     print(f"| family | tasks failed at attempt 1 | solved within {args.attempts}: model's own "
-          f"critique+hint | solved within {args.attempts}: person's hint | attempt 1 passed "
-          "in the session | seconds (model run / session) |")
+          f"critique+hint | solved within {args.attempts}: person's hint | attempt 1 passed on "
+          "the rerun (model run / session) | seconds (model run / session) |")
     print("|---|---|---|---|---|---|")
     for family, n, model, person, at1, ms, ps in rows:
         print(f"| {family} | {n} | {model}/{n} | {person}/{n} | {at1} | {ms:.0f} / {ps:.0f} |")

@@ -214,3 +214,13 @@ def test_the_question_survives_a_checkpoint_round_trip():
     question = Question(kind="attempt", task_id="t", attempt=2, max_attempts=3, can_retry=True)
     assert Question.model_validate(json.loads(json.dumps(question.model_dump(mode="json")))) == question
     assert Decision.model_validate(Decision(kind="hint", text="x").model_dump(mode="json")).text == "x"
+
+
+async def test_a_streamed_remote_reply_keeps_its_usage_and_price():
+    from agents.litellm_model import LiteLLMChatModel
+
+    model = LiteLLMChatModel("openai/gpt-4o-mini", extra={"mock_response": "one two three"})
+    pieces = []
+    streamed = await model.complete_streaming([{"role": "user", "content": "count"}], on_piece=pieces.append)
+    assert "".join(pieces) == streamed.text == "one two three"
+    assert streamed.usage.completion_tokens > 0 and streamed.usage.cost_usd > 0

@@ -71,7 +71,7 @@ def typed(tmp_path_factory) -> Path:
     child = spawn(workdir, "tasks.jsonl", "--as", "alice")
     at_prompt(child, "choose> ")
     for line, answer in [("", "commands: next"), ("frobnicate", "unknown command 'frobnicate'"),
-                         ("task nope", "no task 'nope' left to do")]:
+                         ("task nope", "no task 'nope' left to do"), ("list", "2. other")]:
         child.sendline(line)
         child.expect_exact(answer)
         at_prompt(child, "choose> ")
@@ -109,6 +109,10 @@ def typed(tmp_path_factory) -> Path:
     at_prompt(child, "attempt> ")
     child.sendline("retry")
     child.expect_exact("no attempts left (max 2)")
+    at_prompt(child, "attempt> ")
+    child.sendline("history")
+    child.expect_exact("this task so far")
+    child.expect_exact("Add the tens first.")  # the hint given after attempt 1
     at_prompt(child, "attempt> ")
     child.sendeof()
     child.expect_exact("end of input: type quit")
