@@ -410,11 +410,11 @@ def runs_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         _print_json({"runs": rows})
         return
     table = Table(title="runs")
-    for column in ("run_id", "status", "tasks", "done", "errors", "created_at"):
+    for column in ("run_id", "kind", "status", "tasks", "done", "errors", "created_at"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["run_id"], row["status"], row["tasks"], f'{row["done"]}/{row["total"]}',
-                      str(row["errors"] or ""), row["created_at"][:19])
+        table.add_row(row["run_id"], row["kind"], row["status"], row["tasks"],
+                      f'{row["done"]}/{row["total"]}', str(row["errors"] or ""), row["created_at"][:19])
     out.print(table)
 
 
@@ -749,6 +749,161 @@ def doctor(
             out.print("run `selftaught doctor --repair` to repair what can be", highlight=False)
     if not report.healthy:
         raise typer.Exit(1)
+
+
+# -- session: a person watches the loop and answers after every verdict ---------------------
+
+
+@typer_app.command()
+def session(
+    spec: Annotated[Optional[str], typer.Argument(
+        help="Tasks to choose from (JSONL file or suite spec; none: type tasks in). With "
+        "--resume: the session id (default: the newest unfinished session).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a session where it stopped.")] = False,
+    script: Annotated[Optional[Path], typer.Option(
+        "--script", help="JSONL of the person's inputs (task, hint|verdict|command), read "
+        "instead of the keyboard.")] = None,
+    who: Annotated[Optional[str], typer.Option(
+        "--as", help="Name recorded with your hints and verdicts (default: $USER).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Generator model (litellm id).")] = None,
+    critic_model: Annotated[Optional[str], typer.Option("--critic-model")] = None,
+    hint_model: Annotated[Optional[str], typer.Option("--hint-model")] = None,
+    adapter: Annotated[Optional[str], typer.Option(
+        "--adapter", help="NAME, champion (the default) or none.")] = None,
+    max_attempts: Annotated[Optional[int], typer.Option("--max-attempts")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Watch the loop work and step in: after every verdict, hint, judge, skip or quit."""
+    import getpass
+
+    from orchestrator.session import start_or_resume_session
+    from orchestrator.session_input import KeyboardInput, ScriptInput
+
+    overrides = {"models.generator": model, "models.critic": critic_model,
+                 "models.hint": hint_model, "run.adapter": adapter,
+                 "loop.max_attempts": max_attempts}
+    cfg = _config(config, overrides)
+    screen = SessionScreen(out)
+    inputs = ScriptInput(script, echo=screen.note) if script else KeyboardInput(screen.read_line)
+    person = who or os.environ.get("USER") or getpass.getuser()
+    try:
+        result = start_or_resume_session(
+            cfg, spec=None if resume else spec, resume=resume, session_id=spec if resume else None,
+            overrides=overrides, inputs=inputs, view=screen, who=person, on_start=screen.started)
+    except KeyboardInterrupt:
+        if screen.session_id is not None:
+            out.print(f"\ninterrupted; nothing is lost. Continue with: selftaught session "
+                      f"--resume {screen.session_id}", highlight=False)
+        raise typer.Exit(130) from None
+    again = f"selftaught session --resume {result.session_id}"
+    ending = {"finished": f"session {result.session_id} finished",
+              "quit": f"session {result.session_id} left with suite tasks to do; continue: {again}",
+              "paused": f"session {result.session_id} paused at a question; {again} asks it again"}
+    out.print(f"{ending[result.ending]} ({result.recorded} tasks recorded now)", highlight=False)
+
+
+class SessionScreen:
+    """The session in the terminal: the streamed reply, verdicts, critiques, the status
+    line, and the person's input (readline, so a proposed hint can be edited in place)."""
+
+    def __init__(self, console: Console) -> None:
+        self.c = console
+        self.session_id: str | None = None
+        try:
+            import readline
+        except ImportError:  # no readline (e.g. Windows): typing still works, no pre-fill
+            readline = None
+        self._readline = readline
+
+    def started(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.c.print(f"[bold]session {session_id}[/] (help: ? · Ctrl-C pauses; "
+                     f"selftaught session --resume continues)", highlight=False)
+
+    def note(self, line: str) -> None:
+        self.c.print(f"[dim]{escape(line)}[/]", highlight=False)
+
+    def task(self, task) -> None:
+        checker = "a person" if task.verifier.type == "person" else f"the {task.verifier.type} verifier"
+        self.c.rule(f"task {task.id} (judged by {checker})")
+        self.c.print(task.prompt, highlight=False, markup=False)
+
+    def attempt(self, index: int, max_attempts: int, turn: str) -> None:
+        self.c.rule(f"attempt {index}/{max_attempts}")
+        if index > 1:  # what the model reads now: the verdict and the hint
+            for line in turn.splitlines():
+                self.c.print(f"[cyan]› {escape(line)}[/]", highlight=False)
+
+    def reply_started(self, resample: bool) -> None:
+        if resample:
+            self.c.print("\n[dim](that answer already failed: sampling again)[/]")
+
+    def piece(self, text: str) -> None:
+        self.c.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+
+    def verdict(self, attempt, status) -> None:
+        v = attempt.verdict
+        mark = "[green]✓ correct[/]" if v.passed else "[red]✗ wrong[/]"
+        by = ""
+        if v.source == "person":
+            said = "" if v.overruled is None else f"; the verifier said {'right' if v.overruled.passed else 'wrong'}"
+            by = f" (judged by {v.author}{said})"
+        self.c.print(f"\n[bold]answer:[/] {escape(attempt.answer or '(none)')}", highlight=False)
+        self.c.print(f"[bold]verdict:[/] {mark}{escape(by)} {escape(v.feedback)}", highlight=False)
+        first = f" · first token {status.first_token_s:.2f} s" if status.first_token_s is not None else ""
+        self.c.print(f"[dim]attempt {status.attempt}/{status.max_attempts} · {status.tokens:,} tokens"
+                     f" · {status.seconds:.1f} s{first}[/]", highlight=False)
+
+    def critique(self, text: str) -> None:
+        self.c.print(f"[bold]critic:[/] {escape(text)}", highlight=False)
+
+    def proposal(self, hint) -> None:
+        self.c.print(f"[bold]proposed hint:[/] {escape(hint.text)}", highlight=False)
+
+    def question(self, question) -> None:
+        if question.kind == "choose":
+            left = question.remaining
+            shown = ", ".join(left[:3]) + (" …" if len(left) > 3 else "")
+            self.c.print(f"[bold]next task?[/] {len(left)} left{': ' + shown if left else ''} "
+                         "[dim](next · task ID|N · new · list · quit)[/]", highlight=False)
+        else:
+            self.c.print("[bold]your turn:[/] [dim]hint [TEXT] · accept · edit · retry · correct "
+                         "REASON · wrong REASON · skip · history · quit[/]", highlight=False)
+
+    def help(self, line: str) -> None:
+        self.c.print(f"[yellow]{escape(line)}[/]", highlight=False)
+
+    def history(self, attempts, earlier) -> None:
+        table = Table(title="this task so far")
+        for column in ("#", "answer", "verdict", "hint given"):
+            table.add_column(column, overflow="fold")
+        for a in attempts:
+            judged = ("right" if a.verdict.passed else "wrong") + (
+                f" ({a.verdict.author})" if a.verdict.source == "person" else "")
+            table.add_row(str(a.index), a.answer, judged, a.hint.text if a.hint else "")
+        self.c.print(table)
+        for t in earlier:
+            self.c.print(f"earlier, {t.run_id}: {t.outcome} after {len(t.attempts)} attempts",
+                         highlight=False)
+
+    def remaining(self, task_ids) -> None:
+        for i, task_id in enumerate(task_ids, start=1):
+            self.c.print(f"{i:>3}. {task_id}", highlight=False, markup=False)
+
+    def recorded(self, trajectory) -> None:
+        when = f"at attempt {trajectory.solved_at}" if trajectory.solved_at else ""
+        self.c.print(f"[bold]recorded {trajectory.task.id}:[/] {trajectory.outcome} {when} "
+                     f"({trajectory.stop_reason})", highlight=False)
+
+    def read_line(self, prompt: str, prefill: str = "") -> str:
+        readline = self._readline
+        if readline is not None and prefill:
+            readline.set_startup_hook(lambda: readline.insert_text(prefill))
+        try:
+            return input(prompt)
+        finally:
+            if readline is not None:
+                readline.set_startup_hook(None)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from agents.local.resolve import is_local, resolve_local_model
@@ -148,8 +148,49 @@ class LiteLLMChatModel:
         """Yield text pieces. Transient failures are retried only before the first
         piece; after that any failure is raised at once, classified as for
         ``complete`` (a reply cannot be replayed halfway)."""
+        async for chunk in self._chunks(messages, params or GenerationParams()):
+            piece = chunk.choices[0].delta.content if chunk.choices else None
+            if piece:
+                yield piece
+
+    async def complete_streaming(
+        self, messages: list[Message], params: GenerationParams | None = None, *,
+        on_piece: Callable[[str], None],
+    ) -> Completion:
+        """``complete``, streamed: each piece of the reply goes to ``on_piece`` as it
+        arrives, and the whole reply comes back with its usage (asked of the provider
+        with ``stream_options.include_usage``; zeros where a provider gives none).
+        Errors as for ``stream``."""
         params = params or GenerationParams()
+        started = time.perf_counter()
+        pieces: list[str] = []
+        finish_reason = usage = None
+        async for chunk in self._chunks(messages, params, include_usage=True):
+            usage = getattr(chunk, "usage", None) or usage
+            if not chunk.choices:
+                continue
+            finish_reason = chunk.choices[0].finish_reason or finish_reason
+            piece = chunk.choices[0].delta.content
+            if piece:
+                pieces.append(piece)
+                on_piece(piece)
+        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        return Completion(
+            text="".join(pieces), model=self.model_id, adapter=params.adapter,
+            finish_reason=finish_reason,
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                        latency_s=time.perf_counter() - started,
+                        cost_usd=_token_cost(self.model_id, prompt_tokens, completion_tokens)),
+        )
+
+    async def _chunks(
+        self, messages: list[Message], params: GenerationParams, *, include_usage: bool = False
+    ) -> AsyncIterator[Any]:
+        """The provider's stream chunks, with the retry policy of ``stream``."""
         kwargs = {**self._kwargs(messages, params), "stream": True}
+        if include_usage:
+            kwargs["stream_options"] = {"include_usage": True}
         litellm = litellm_module()
         for attempt in range(self.max_retries + 1):
             sent_any = False
@@ -161,10 +202,8 @@ class LiteLLMChatModel:
                         chunk = await self._bounded(iterator.__anext__())
                     except StopAsyncIteration:
                         return
-                    piece = chunk.choices[0].delta.content if chunk.choices else None
-                    if piece:
-                        sent_any = True
-                        yield piece
+                    sent_any = sent_any or bool(chunk.choices and chunk.choices[0].delta.content)
+                    yield chunk
             except Exception as e:
                 error = self._classify(e)
                 retry = isinstance(error, TransientModelError) and not sent_any
@@ -273,6 +312,16 @@ def missing_credentials(model_id: str) -> list[str]:
     if found.get("keys_in_environment"):
         return []
     return [k for k in found.get("missing_keys", []) if k.endswith(("_KEY", "_TOKEN"))]
+
+
+def _token_cost(model_id: str, prompt_tokens: int, completion_tokens: int) -> float:
+    """USD cost of a streamed call from litellm's (local) price map; 0 when unpriced."""
+    try:
+        prompt, completion = litellm_module().cost_per_token(
+            model=model_id, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        return float(prompt + completion)
+    except Exception:
+        return 0.0
 
 
 def make_chat_model(

@@ -65,6 +65,9 @@ class Task(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+VerdictSource = Literal["verifier", "person"]
+
+
 class Verdict(BaseModel):
     """The result of checking one answer. ``score`` is 0..1 and doubles as a reward."""
 
@@ -75,6 +78,12 @@ class Verdict(BaseModel):
     feedback: str = ""
     """Plain text for the critic and hint-giver (e.g. failing test output)."""
     details: dict[str, Any] = Field(default_factory=dict)
+    source: VerdictSource = "verifier"
+    """Who judged: the task's verifier, or a person in a session (who overrules it)."""
+    author: str | None = None
+    """The person's name when ``source`` is ``person``."""
+    overruled: Verdict | None = None
+    """The verifier's own verdict, kept when a person's verdict replaced it."""
 
 
 HintSource = Literal["model", "verifier", "person", "reference"]
@@ -132,6 +141,9 @@ class Attempt(Generation):
     critique: str | None = None
     critique_model: str | None = None
     hint: Hint | None = None
+    proposed_hint: Hint | None = None
+    """The hint-giver's hint when a person in a session replaced, edited or declined it
+    (``hint`` then holds what was actually given, or None)."""
 
 
 Outcome = Literal["solved", "unsolved"]
@@ -155,7 +167,8 @@ class Trajectory(BaseModel):
     hint_model: str
     adapter: str | None = None
     stop_reason: str
-    """Why the loop ended: ``verified``, ``max_attempts``, ``max_tokens`` or ``max_seconds``."""
+    """Why the loop ended: ``verified``, ``max_attempts``, ``max_tokens`` or ``max_seconds``;
+    in a session also ``skipped`` or ``quit`` (the person moved on or left)."""
     tokens: int = 0
     seconds: float = 0.0
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -171,6 +184,7 @@ class Trajectory(BaseModel):
 
 RunStatus = Literal["running", "finished", "interrupted", "failed"]
 """``failed``: the run ended with task errors (``TaskError``); a resume retries those tasks."""
+RunKind = Literal["run", "session"]
 
 
 class RunRecord(BaseModel):
@@ -194,6 +208,9 @@ class RunRecord(BaseModel):
     heartbeat_at: datetime | None = None
     """When that process last said it was alive; a ``running`` run whose process is gone
     or silent is shown as interrupted (``orchestrator.lifecycle``)."""
+    kind: RunKind = "run"
+    """``run`` (autonomous) or ``session`` (a person watched and answered, ``selftaught
+    session``)."""
 
 
 class TaskError(BaseModel):

@@ -30,7 +30,7 @@ VerifierFactory = Callable[..., Verifier]
 
 _REGISTRY: dict[str, VerifierFactory] = {}
 _BUILTIN_MODULES = ("critics.verifiers_text", "critics.verifiers_code",
-                    "critics.verifiers_external")
+                    "critics.verifiers_external", "critics.verifiers_person")
 _builtins_loaded = False
 
 

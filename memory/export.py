@@ -3,7 +3,10 @@
 One line per trajectory::
 
     {"messages": [{"role": ..., "content": ...}, ...], "id", "task_id", "family",
-     "outcome", "solved_at", "hint_policy", "provenance": [...]}
+     "outcome", "solved_at", "hint_policy", "provenance": [...], "kind", "verdicts": [...]}
+
+``kind`` is the run's (``run``, or ``session`` where a person took part); ``verdicts``
+lists the attempts a person judged, with the verifier's verdict they replaced.
 
 ``messages`` is the whole conversation the generator had: system and task, then for
 each attempt the reply, and between attempts the retry turn (verdict and hint) it saw.
@@ -54,8 +57,8 @@ def _after_last_assistant(messages: list[dict[str, str]]) -> list[dict[str, str]
     return messages
 
 
-def trajectory_to_line(t: Trajectory) -> dict[str, Any]:
-    """The export record for ``t`` (not yet scrubbed)."""
+def trajectory_to_line(t: Trajectory, kind: str = "run") -> dict[str, Any]:
+    """The export record for ``t`` (not yet scrubbed); ``kind`` is its run's kind."""
     provenance = [
         {
             "attempt": a.index,
@@ -76,6 +79,13 @@ def trajectory_to_line(t: Trajectory) -> dict[str, Any]:
         "solved_at": t.solved_at,
         "hint_policy": t.hint_policy,
         "provenance": provenance,
+        "kind": kind,
+        "verdicts": [
+            {"attempt": a.index, "source": a.verdict.source, "author": a.verdict.author,
+             "passed": a.verdict.passed, "reason": a.verdict.feedback,
+             "overruled_passed": a.verdict.overruled.passed if a.verdict.overruled else None}
+            for a in sorted(t.attempts, key=lambda a: a.index) if a.verdict.source != "verifier"
+        ],
     }
 
 
@@ -96,8 +106,10 @@ def export_trajectories(
     if run_id is not None:
         store.get_run(run_id)  # ConfigError naming an unknown run
     selected = store.trajectories(run_id=run_id, outcome="solved" if only_verified else None)
+    kinds = {run.run_id: run.kind for run in store.list_runs()}
     try:
-        return _write_lines(path, [_scrub(trajectory_to_line(t)) for t in selected])
+        return _write_lines(path, [_scrub(trajectory_to_line(t, kinds.get(t.run_id, "run")))
+                                   for t in selected])
     except OSError as exc:
         raise ConfigError(f"cannot write the export to {path}: {exc}; choose a writable file path") from exc
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from core.errors import ConfigError
 from core.records import RunRecord, RunStatus
 from memory.store import open_store
 from orchestrator.config import Config, with_overrides
@@ -42,6 +43,9 @@ def start_or_resume(
     with open_store(config.home) as store:
         if resume is not None:
             run = store.get_run(resume)
+            if run.kind == "session":
+                raise ConfigError(f"{resume} is a session; continue it with "
+                                  f"`selftaught session --resume {resume}`")
             refuse_if_live(run)
             pinned = Config.model_validate({"home": str(config.home), **run.settings})
             config = with_overrides(pinned, overrides or {})
@@ -92,6 +96,8 @@ class RunListing(BaseModel):
     created_at: str
     errors: int = 0
     """Unfinished tasks whose last try ended in an error (a resume retries them)."""
+    kind: str = "run"
+    """``run`` or ``session`` (a person took part)."""
 
 
 def list_runs(config: Config) -> list[RunListing]:
@@ -101,5 +107,5 @@ def list_runs(config: Config) -> list[RunListing]:
         return [RunListing(run_id=r.run_id, status=shown_status(r), tasks=r.tasks_spec,
                            done=store.count(run_id=r.run_id), total=r.total,
                            created_at=r.created_at.isoformat(),
-                           errors=len(store.task_errors(r.run_id)))
+                           errors=len(store.task_errors(r.run_id)), kind=r.kind)
                 for r in store.list_runs()]
