@@ -3,7 +3,9 @@
 One line per trajectory::
 
     {"messages": [{"role": ..., "content": ...}, ...], "id", "task_id", "family",
-     "outcome", "solved_at", "hint_policy", "provenance": [...]}
+     "outcome", "solved_at", "hint_policy", "provenance": [...], "retrieved": [...]}
+
+``retrieved`` lists the ids of the memory cases and lessons that were in the prompt.
 
 ``messages`` is the whole conversation the generator had: system and task, then for
 each attempt the reply, and between attempts the retry turn (verdict and hint) it saw.
@@ -76,6 +78,7 @@ def trajectory_to_line(t: Trajectory) -> dict[str, Any]:
         "solved_at": t.solved_at,
         "hint_policy": t.hint_policy,
         "provenance": provenance,
+        "retrieved": list(t.retrieved),
     }
 
 

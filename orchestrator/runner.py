@@ -24,12 +24,13 @@ from pydantic import BaseModel, Field
 from agents.litellm_model import make_chat_model
 from agents.local.resolve import is_local
 from agents.model import ChatModel
-from core.errors import ConfigError
+from core.errors import ConfigError, SelftaughtError
 from core import records
 from core.records import RunRecord, Task, Trajectory
 from memory.store import TrajectoryStore
 from orchestrator.config import Config
 from orchestrator.graph import build_graph
+from orchestrator.recall import MemoryFigures, MemorySession
 from orchestrator.state import LoopContext, LoopState, Retriever
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class RunSummary(BaseModel):
     seconds: float
     errors: list[str] = Field(default_factory=list)
     """Tasks that crashed (not recorded; a resume retries them)."""
+    memory: MemoryFigures | None = None
+    """What the vector memory did; None when it was off."""
 
 
 OnTrajectory = Callable[[Trajectory], None]
@@ -61,7 +64,7 @@ def new_run_id() -> str:
 
 def run_settings(config: Config) -> dict:
     """The settings a run is pinned to, so ``--resume`` continues with the same ones."""
-    return config.model_dump(mode="json", include={"models", "loop", "run"})
+    return config.model_dump(mode="json", include={"models", "loop", "run", "memory"})
 
 
 async def execute_run(
@@ -73,15 +76,24 @@ async def execute_run(
     on_trajectory: OnTrajectory | None = None,
     retrieve: Retriever | None = None,
     models: RoleModels | None = None,
+    memory: MemorySession | None = None,
 ) -> RunSummary:
     """Run every task of ``run`` that has no stored trajectory yet; return the summary
     over the whole run (earlier, resumed parts included in the counts).
 
-    ``models`` defaults to the configured ones (tests hand in scripted fakes)."""
+    ``models`` defaults to the configured ones (tests hand in scripted fakes). With a
+    ``memory`` session, tasks retrieve from it and each stored trajectory is handed to
+    it (``orchestrator.recall``); trajectories a killed run stored but never handed over
+    are handed over first."""
     started = time.monotonic()
     done = store.finished_task_ids(run.run_id)
     pending = [t for t in tasks if t.id not in done]
     models = models or build_models(config)
+    if memory is not None:
+        retrieve = retrieve or memory.retrieve
+        if done:
+            await memory.catch_up(store.trajectories(run_id=run.run_id))
+        await memory.prepare(pending)
     context = LoopContext(generator=models.generator, critic=models.critic,
                           hint_giver=models.hint_giver, judge=models.judge, loop=config.loop,
                           store=store, run_id=run.run_id, adapter=_adapter_path(config),
@@ -104,8 +116,13 @@ async def execute_run(
                 except Exception as exc:  # one task's failure never ends the run
                     errors.append(f"{task.id}: {type(exc).__name__}: {exc}")
                     return
-            if on_trajectory is not None:
-                for trajectory in store.trajectories(run_id=run.run_id, task_id=task.id):
+            for trajectory in store.trajectories(run_id=run.run_id, task_id=task.id):
+                if memory is not None:
+                    try:
+                        await memory.learn(trajectory)
+                    except SelftaughtError as exc:  # stored; the next run's catch-up retries
+                        errors.append(f"{task.id}: memory: {exc}")
+                if on_trajectory is not None:
                     on_trajectory(trajectory)
 
         store.set_run_status(run.run_id, "running")
@@ -115,7 +132,10 @@ async def execute_run(
             store.set_run_status(run.run_id, "interrupted")
             raise
     store.set_run_status(run.run_id, "finished" if not errors else "interrupted")
-    return summarize(store, run, seconds=time.monotonic() - started, errors=errors)
+    summary = summarize(store, run, seconds=time.monotonic() - started, errors=errors)
+    if memory is not None:
+        summary.memory = memory.figures(store.trajectories(run_id=run.run_id))
+    return summary
 
 
 def summarize(store: TrajectoryStore, run: RunRecord, *, seconds: float, errors: list[str]) -> RunSummary:
@@ -140,8 +160,8 @@ def _adapter_path(config: Config) -> str | None:
 
 def _initial_state(task: Task, config: Config) -> LoopState:
     # Every key is given so a restarted thread never inherits an old attempt list.
-    return LoopState(task=task, hint_policy=config.loop.hints, lessons=[], attempts=[],
-                     draft=None, tokens=0, seconds=0.0, stop_reason=None)
+    return LoopState(task=task, hint_policy=config.loop.hints, lessons=[], examples=[], retrieved=[],
+                     attempts=[], draft=None, tokens=0, seconds=0.0, stop_reason=None)
 
 
 @dataclass(frozen=True)

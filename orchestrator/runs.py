@@ -12,6 +12,8 @@ from pydantic import BaseModel
 from core.records import RunRecord, RunStatus
 from memory.store import open_store
 from orchestrator.config import Config, with_overrides
+from orchestrator.evaluate import evaluated_prompts
+from orchestrator.recall import open_memory
 from orchestrator.runner import OnTrajectory, RunSummary, execute_run, new_run_id, run_settings
 from orchestrator.suites import load_tasks
 
@@ -46,7 +48,13 @@ def start_or_resume(
         store.create_run(run)
     if on_start is not None:
         on_start(run.run_id, len(tasks), len(store.finished_task_ids(run.run_id)))
-    return asyncio.run(execute_run(config, tasks, store, run, on_trajectory=on_trajectory))
+    memory = open_memory(config, learn=True, exclude=evaluated_prompts(config.home))
+    try:
+        return asyncio.run(execute_run(config, tasks, store, run, on_trajectory=on_trajectory,
+                                       memory=memory))
+    finally:
+        if memory is not None:
+            memory.close()
 
 
 class RunListing(BaseModel):

@@ -147,7 +147,8 @@ def test_export_writes_one_line_per_trajectory(store: SQLiteStore, tmp_path: Pat
 
     assert export_trajectories(store, out) == 2
     first, second = read_lines(out)
-    assert set(first) == {"messages", "id", "task_id", "family", "outcome", "solved_at", "hint_policy", "provenance"}
+    assert set(first) == {"messages", "id", "task_id", "family", "outcome", "solved_at", "hint_policy",
+                          "provenance", "retrieved"}
     assert first["messages"] == trajectory_to_messages(solved)
     assert first["messages"][1]["content"] == "2+2? ✓"
     assert "✓" in out.read_text(encoding="utf-8")  # written as UTF-8, not \u escapes
