@@ -286,21 +286,26 @@ class MemoryBank:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def nearest(self, kind: Kind, vector: Sequence[float], n: int,
-                family: str | None = None) -> list[tuple[Case | Lesson, Status, float]]:
+    def nearest(self, kind: Kind, vector: Sequence[float], n: int, family: str | None = None,
+                *, advice: bool = False) -> list[tuple[Case | Lesson, Status, float]]:
         """Up to ``n`` stored items of ``kind`` nearest ``vector`` (most similar first),
-        each with its status and similarity. Cases may be limited to one ``family``; a
-        lesson found through several of its origins counts once, at its best similarity."""
+        each with its status and similarity. Cases are found by their prompt, and may be
+        limited to one ``family``; lessons by the prompts of the tasks they were learned
+        on, and with ``advice`` by their advice too; a lesson found several ways counts
+        once, at its best similarity."""
         if kind == "case":
             found = self.index.query("cases", vector, n, where={"family": family} if family else None)
         else:
             found = self.index.query("lessons", vector, n)
+            if advice:
+                found += self.index.query("lesson_texts", vector, n)
         best: dict[str, float] = {}
         for entry_id, similarity in found:
             item_id = entry_id.split(":")[0]
             best[item_id] = max(similarity, best.get(item_id, -1.0))
         loaded = self._load(list(best))
-        return [(loaded[i][0], loaded[i][1], s) for i, s in best.items() if i in loaded]
+        ranked = sorted(best.items(), key=lambda pair: -pair[1])[:n]
+        return [(loaded[i][0], loaded[i][1], s) for i, s in ranked if i in loaded]
 
     def size(self, kind: Kind) -> int:
         """Rows in the index that :meth:`nearest` searches for ``kind``."""

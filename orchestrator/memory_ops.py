@@ -34,7 +34,8 @@ def open_bank(config: Config, *, repair: bool = True) -> MemoryBank:
 
 def search(config: Config, query: str, *, k: int = 5, kind: Kind | None = None) -> list[Hit]:
     """The ``k`` items nearest ``query`` (of one ``kind``, or both merged by similarity),
-    whatever their family or status."""
+    whatever their family or status: cases by their prompt, lessons by their advice or
+    the prompts they were learned on."""
     if kind not in (None, "case", "lesson"):
         raise ConfigError(f"--kind {kind!r}: use case or lesson")
     if k < 1:
@@ -43,7 +44,8 @@ def search(config: Config, query: str, *, k: int = 5, kind: Kind | None = None) 
         [vector] = embed([query])
         hits = []
         for which in ("case", "lesson") if kind is None else (kind,):
-            hits += [_hit(item, status, similarity) for item, status, similarity in bank.nearest(which, vector, k)]
+            hits += [_hit(item, status, similarity)
+                     for item, status, similarity in bank.nearest(which, vector, k, advice=True)]
     return sorted(hits, key=lambda h: -h.similarity)[:k]
 
 
