@@ -116,12 +116,14 @@ async def execute_run(
                 except Exception as exc:  # one task's failure never ends the run
                     errors.append(f"{task.id}: {type(exc).__name__}: {exc}")
                     return
-            for trajectory in store.trajectories(run_id=run.run_id, task_id=task.id):
-                if memory is not None:
+                finished = store.trajectories(run_id=run.run_id, task_id=task.id)
+                if memory is not None:  # before the slot frees, so the next task can retrieve it
                     try:
-                        await memory.learn(trajectory)
+                        for trajectory in finished:
+                            await memory.learn(trajectory)
                     except SelftaughtError as exc:  # stored; the next run's catch-up retries
                         errors.append(f"{task.id}: memory: {exc}")
+            for trajectory in finished:
                 if on_trajectory is not None:
                     on_trajectory(trajectory)
 
