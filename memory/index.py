@@ -83,12 +83,11 @@ class VectorIndex:
               where: dict[str, Any] | None = None) -> list[tuple[str, float]]:
         """Up to ``n`` (id, cosine similarity) pairs nearest ``vector``, most similar
         first, among rows whose metadata match ``where``."""
-        target = self._collection(collection)
-        size = self.count(collection)
-        if size == 0 or n <= 0:
+        if n <= 0:
             return []
-        found = self._call(target.query, query_embeddings=[list(vector)], n_results=min(n, size),
-                           where=where, include=["distances"])
+        # chromadb returns what there is when n exceeds it, so no count() round trip first.
+        found = self._call(self._collection(collection).query, query_embeddings=[list(vector)],
+                           n_results=n, where=where, include=["distances"])
         return [(i, 1.0 - float(d)) for i, d in zip(found["ids"][0], found["distances"][0])]
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:

@@ -139,7 +139,7 @@ class MemoryConfig(_Section):
     """The chromadb server's host (``http`` only)."""
     port: int = Field(8000, ge=1, le=65535)
     """The chromadb server's port (``http`` only)."""
-    collection_prefix: str = Field("selftaught", min_length=1, max_length=40)
+    collection_prefix: str = Field("selftaught", max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     """Collections are named ``PREFIX-cases`` etc., so several data directories can
     share one server without mixing their memories."""
     cases_k: int = Field(2, ge=0, le=16)
