@@ -5,9 +5,10 @@ A lesson is taken from the hint that turned a failed attempt into a verified one
 embedded 135M hint-giver writes hints that a model-written rewrite would only make
 worse, so extraction is deterministic: the hint's sentences, minus the reveal of a
 reference answer ("The correct answer is ..."), minus verdicts on the attempt ("Your
-answer is wrong"), minus any sentence that quotes a number of the task's prompt or
-answer (advice about *this* task's numbers is no use for the next one). What is left,
-if anything, goes through :func:`leak_reason` before it may be stored.
+answer is wrong"), minus talk about the hint itself ("The hint is:"), minus any sentence
+with a number in it (advice about *this* task's numbers is no use for the next one, and
+the 135M hint-giver's numbers are mostly wrong). What is left, if anything, goes
+through :func:`leak_reason` before it may be stored.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterable
 MAX_CHARS = 240
 """A lesson longer than this is cut at a sentence end (or not kept)."""
 MAX_SENTENCES = 2
-MIN_WORDS = 3
+MIN_WORDS = 4
 
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*")
@@ -28,7 +29,8 @@ _REVEAL = re.compile(
     r"|\banswer\s*:", re.IGNORECASE)
 _VERDICT = re.compile(
     r"\b(?:incorrect|wrong|mistaken|not\s+correct|not\s+right)\b|\bis\s+(?:correct|right)\b"
-    r"|\bstudent'?s?\b", re.IGNORECASE)
+    r"|\bstudent'?s?\b|\bhints?\b|:$", re.IGNORECASE)
+_DIGIT = re.compile(r"\d")
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
@@ -104,8 +106,8 @@ def lesson_from_hint(hint: str, *, prompt: str, answers: Iterable[str]) -> str |
 
     Kept: up to :data:`MAX_SENTENCES` sentences (at most :data:`MAX_CHARS` characters, at
     least :data:`MIN_WORDS` words) that neither reveal an answer, nor judge the attempt,
-    nor mention a number of the task's ``prompt`` or ``answers``. The result passes
-    :func:`leak_reason` (checked again here)."""
+    nor talk about the hint, nor hold a digit or a number of the task's ``prompt`` or
+    ``answers`` (spelled out). The result passes :func:`leak_reason` (checked again here)."""
     answers = [a for a in answers if a]
     specific = _numbers(prompt)
     for answer in answers:
@@ -115,7 +117,7 @@ def lesson_from_hint(hint: str, *, prompt: str, answers: Iterable[str]) -> str |
         sentence = sentence.strip(" -*\t")
         if len(_WORD.findall(sentence)) < MIN_WORDS:
             continue
-        if _REVEAL.search(sentence) or _VERDICT.search(sentence):
+        if _REVEAL.search(sentence) or _VERDICT.search(sentence) or _DIGIT.search(sentence):
             continue
         if _numbers(sentence) & specific or leak_reason(sentence, answers):
             continue

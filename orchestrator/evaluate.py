@@ -1,8 +1,8 @@
 """``selftaught eval``: pass@1 of the generator, with or without an adapter.
 
 Evaluation is the loop reduced to one greedy attempt: no hints, no memory (unless asked
-for), no retries, no resampling. Every adapter compared on a suite sees exactly the same prompts (the
-evaluation prompt distillation trains on), so the numbers are comparable.
+for), no retries, no resampling. Every adapter compared on a suite sees exactly the same
+prompts (the evaluation prompt distillation trains on), so the numbers are comparable.
 
 Evaluation trajectories go to their own store (``<home>/evals.db``), never to the
 trajectory store that ``distill`` reads: an evaluation task must never become training

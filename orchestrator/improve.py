@@ -37,8 +37,8 @@ from memory.store import TrajectoryStore, open_store
 from orchestrator.config import Config, with_overrides
 from orchestrator.distill import distill, start_adapter, trainable_base
 from orchestrator.evaluate import EvalResult, eval_config, evaluate, evaluated_prompts
-from orchestrator.recall import open_memory
 from orchestrator.gate import decide
+from orchestrator.recall import open_memory
 from orchestrator.runner import RoleModels, build_models, execute_run, new_run_id, run_settings
 
 OnStage = Callable[[int, str], None]

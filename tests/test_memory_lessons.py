@@ -104,3 +104,14 @@ def test_memory_enters_the_prompt_as_system_advice_and_worked_examples():
         task_turn["content"].split("\n\n")[-1])  # the same format reminder as the task
     assert messages[2]["content"] == "3 + 4 = 7\nAnswer: 7"
     assert messages[-1] == task_turn
+
+
+def test_what_the_embedded_hint_giver_writes_teaches_nothing():
+    # Hints the 135M hint-giver wrote in a reference-hint run (benchmarks/RESULTS.md).
+    for hint in ("The student's answer is incorrect.\n\nThe hint is:\nThe correct answer is -12.",
+                 "The student's answer (1) was checked and is wrong.\n\nThe work done to get the answer "
+                 "correct is 1.\n\nThe final answer is 1.\n\nThe",
+                 "The hint is to check the student's work and ensure that the answer is correct."):
+        assert lesson_from_hint(hint, prompt="Calculate 0 + -4.", answers=["-4"]) is None
+    assert lesson_from_hint("Multiply 3 by 10 first. Keep the sign of the larger number.",
+                            prompt="Calculate -8 + 3.", answers=["-5"]) == "Keep the sign of the larger number."
