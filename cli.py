@@ -343,7 +343,9 @@ class RunProgress:
 
 
 def _print_run_summary(summary) -> None:
-    table = Table(title=f"run {summary.run_id}")
+    hints = {"reference": "reference hints: they show the answer", "none": "no hints"}.get(
+        summary.hint_policy, f"{summary.hint_policy} hints")
+    table = Table(title=f"run {summary.run_id} ({hints})")
     table.add_column("")
     table.add_column("tasks", justify="right")
     for attempt, n in summary.solved_at.items():

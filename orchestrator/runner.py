@@ -53,6 +53,8 @@ class RunSummary(BaseModel):
     """Tasks that crashed (not recorded; a resume retries them)."""
     memory: MemoryFigures | None = None
     """What the vector memory did; None when it was off."""
+    hint_policy: str = ""
+    """The hints later attempts had (``reference`` ones show the answer)."""
 
 
 OnTrajectory = Callable[[Trajectory], None]
@@ -135,6 +137,7 @@ async def execute_run(
             raise
     store.set_run_status(run.run_id, "finished" if not errors else "interrupted")
     summary = summarize(store, run, seconds=time.monotonic() - started, errors=errors)
+    summary.hint_policy = config.loop.hints
     if memory is not None:
         summary.memory = memory.figures(store.trajectories(run_id=run.run_id))
     return summary
