@@ -5,7 +5,7 @@ A lesson is taken from the hint that turned a failed attempt into a verified one
 embedded 135M hint-giver writes hints that a model-written rewrite would only make
 worse, so extraction is deterministic: the hint's sentences, minus the reveal of a
 reference answer ("The correct answer is ..."), minus verdicts on the attempt ("Your
-answer is wrong"), minus talk about the hint itself ("The hint is:"), minus any sentence
+answer is wrong", "Well done"), minus talk about the hint itself ("The hint is:"), minus any sentence
 with a number in it (advice about *this* task's numbers is no use for the next one, and
 the 135M hint-giver's numbers are mostly wrong). What is left, if anything, goes
 through :func:`leak_reason` before it may be stored.
@@ -28,8 +28,9 @@ _REVEAL = re.compile(
     r"\b(?:correct|right|final|expected)\s+(?:answer|result)\b|\bthe\s+answer\s+(?:is|should\s+be|=)"
     r"|\banswer\s*:", re.IGNORECASE)
 _VERDICT = re.compile(
-    r"\b(?:incorrect|wrong|mistaken|not\s+correct|not\s+right)\b|\bis\s+(?:correct|right)\b"
-    r"|\bstudent'?s?\b|\bhints?\b|:$", re.IGNORECASE)
+    r"\b(?:(?:in)?correct(?:ly)?|wrong(?:ly)?|mistaken|not\s+right)\b|\bis\s+right\b"
+    r"|\bstudent'?s?\b|\bhints?\b|:$|\b(?:well|nicely)\s+done\b|\b(?:good|great|nice)\s+(?:job|work)\b"
+    r"|\bkeep\s+it\s+up\b", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,

@@ -115,3 +115,5 @@ def test_what_the_embedded_hint_giver_writes_teaches_nothing():
         assert lesson_from_hint(hint, prompt="Calculate 0 + -4.", answers=["-4"]) is None
     assert lesson_from_hint("Multiply 3 by 10 first. Keep the sign of the larger number.",
                             prompt="Calculate -8 + 3.", answers=["-5"]) == "Keep the sign of the larger number."
+    assert lesson_from_hint("The work was done correctly. Well done, keep it up.",
+                            prompt="Calculate 5 - 5.", answers=["0"]) is None  # verdicts, praise: no advice
