@@ -23,7 +23,7 @@ from core.errors import ConfigError, SelftaughtError
 typer_app = typer.Typer(no_args_is_help=True, add_completion=False,
                         help="Agents that improve themselves from feedback.")
 runs_app = typer.Typer(no_args_is_help=True, help="Runs and their state.")
-memory_app = typer.Typer(no_args_is_help=True, help="Trajectories and lessons.")
+memory_app = typer.Typer(no_args_is_help=True, help="Trajectories, and the vector memory of cases and lessons.")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration.")
 adapters_app = typer.Typer(no_args_is_help=True, help="Trained LoRA adapters and the champion.")
 typer_app.add_typer(runs_app, name="runs")
@@ -225,18 +225,23 @@ def eval_(
         "--adapter", help="NAME, champion or none (default: run.adapter, i.e. champion).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Generator model (litellm id).")] = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency")] = None,
+    memory: Annotated[bool, typer.Option(
+        "--memory", help="Also retrieve from the vector memory (then it measures weights + memory).")] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """pass@1 with no hints, no memory, one greedy attempt per task."""
+    """pass@1 with no hints, no memory (unless --memory), one greedy attempt per task."""
     from orchestrator.evaluate import evaluate_spec
 
     cfg = _config(config, {"models.generator": model, "run.concurrency": concurrency})
-    with err.status(f"evaluating {spec}"):
-        result = evaluate_spec(cfg, spec, adapter or cfg.run.adapter)
+    with err.status(f"evaluating {spec}" + (" with memory" if memory else "")):
+        result = evaluate_spec(cfg, spec, adapter or cfg.run.adapter, memory=memory)
     if as_json:
         _print_json(result.model_dump(mode="json"))
         return
+    if result.memory:
+        out.print("with retrieved memory in the prompts (weights + memory, not the weights alone)",
+                  highlight=False)
     out.print(f"adapter {result.adapter}: pass@1 {result.pass_at_1:.3f} "
               f"({result.passed}/{result.total}) in {result.seconds:.0f}s", highlight=False)
     if len(result.per_family) > 1:
@@ -386,7 +391,9 @@ class RunProgress:
 
 
 def _print_run_summary(summary) -> None:
-    table = Table(title=f"run {summary.run_id}")
+    hints = {"reference": "reference hints: they show the answer", "none": "no hints"}.get(
+        summary.hint_policy, f"{summary.hint_policy} hints")
+    table = Table(title=f"run {summary.run_id} ({hints})")
     table.add_column("")
     table.add_column("tasks", justify="right")
     for attempt, n in summary.solved_at.items():
@@ -397,6 +404,7 @@ def _print_run_summary(summary) -> None:
     table.add_row("[bold]solved[/]", f"[bold]{summary.solved}/{summary.total}[/]")
     table.add_row("tokens", str(summary.tokens))
     table.add_row("wall time", f"{summary.seconds:.1f} s")
+    _memory_rows(table, summary.memory)
     out.print(table)
 
 
@@ -771,6 +779,8 @@ def session(
     adapter: Annotated[Optional[str], typer.Option(
         "--adapter", help="NAME, champion (the default) or none.")] = None,
     max_attempts: Annotated[Optional[int], typer.Option("--max-attempts")] = None,
+    no_memory: Annotated[bool, typer.Option(
+        "--no-memory", help="Neither retrieve from nor store into the vector memory.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Watch the loop work and step in: after every verdict, hint, judge, skip or quit."""
@@ -781,7 +791,7 @@ def session(
 
     overrides = {"models.generator": model, "models.critic": critic_model,
                  "models.hint": hint_model, "run.adapter": adapter,
-                 "loop.max_attempts": max_attempts}
+                 "loop.max_attempts": max_attempts, "run.memory": False if no_memory else None}
     cfg = _config(config, overrides)
     screen = SessionScreen(out)
     inputs = ScriptInput(script, echo=screen.note) if script else KeyboardInput(screen.read_line)
@@ -904,6 +914,145 @@ class SessionScreen:
         finally:
             if readline is not None:
                 readline.set_startup_hook(None)
+
+
+# -- vector memory -------------------------------------------------------------------------
+
+
+def _memory_rows(table: Table, figures) -> None:
+    """The run summary's memory rows: how tasks with and without retrieved memory did."""
+    if figures is None:
+        table.add_row("memory", "off")
+        return
+    for label, n, first, solved in (
+            ("with memory retrieved", figures.with_memory, figures.with_memory_solved_at_1,
+             figures.with_memory_solved),
+            ("without memory", figures.without_memory, figures.without_memory_solved_at_1,
+             figures.without_memory_solved)):
+        table.add_row(f"tasks {label}", f"{n} (solved {solved}, at attempt 1: {first})")
+    table.add_row("memory learned", f"{figures.cases_learned} cases, {figures.lessons_learned} lessons")
+    if figures.repaired:
+        table.add_row("memory repaired", f"{figures.repaired} index entries")
+
+
+@memory_app.command("search")
+def memory_search(
+    query: Annotated[str, typer.Argument(help="Text to search for (a task prompt, advice...).")],
+    k: Annotated[int, typer.Option("-k", help="How many results.")] = 5,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="case|lesson (default: both).")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The stored cases and lessons nearest a text, whatever their family or status."""
+    from orchestrator.memory_ops import search
+
+    hits = search(_config(config), query, k=k, kind=kind)
+    if as_json:
+        _print_json({"query": query, "hits": [h.model_dump(mode="json") for h in hits]})
+        return
+    table = Table(title=f"memory search: {len(hits)} results")
+    for column in ("id", "kind", "similarity", "family", "status", "text"):
+        table.add_column(column, overflow="fold")
+    for h in hits:
+        text = h.text if h.reply is None else f"{h.text}\n[dim]-> {h.reply}[/]"
+        table.add_row(h.id, h.kind, f"{h.similarity:.3f}", h.family, h.status, text)
+    out.print(table)
+
+
+@memory_app.command("stats")
+def memory_stats(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """How many cases and lessons there are, per status and family, and the index's state."""
+    from orchestrator.memory_ops import stats
+
+    data = stats(_config(config))
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title="memory", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in data.items():
+        shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+        table.add_row(key, shown or "0")
+    out.print(table)
+
+
+@memory_app.command("show")
+def memory_show(
+    item_id: Annotated[str, typer.Argument(help="A case or lesson id (c-... or l-...).")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One case or lesson, whole, with whether retrieving it helped."""
+    from rich.pretty import Pretty
+
+    from orchestrator.memory_ops import show
+
+    data = show(_config(config), item_id)
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(title=f"{data['kind']} {item_id} ({data['status']})", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in data["item"].items():
+        table.add_row(key, Pretty(value, max_length=10) if isinstance(value, (dict, list)) else str(value))
+    w = data["worth"]
+    lift = "not judged yet" if w["lift"] is None else f"{w['lift']:+.3f}"
+    table.add_row("retrieved", f"{w['uses']} times, solved at attempt 1: {w['wins']}")
+    table.add_row("without it", f"expected {w['expected']:.2f} wins over {w['compared']} compared uses "
+                  f"(baseline: {w['baseline_n']} trajectories)")
+    table.add_row("lift per use", lift)
+    out.print(table)
+
+
+@memory_app.command("lessons")
+def memory_lessons(
+    family: Annotated[Optional[str], typer.Option("--family", help="A family, or `general`.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every lesson (of one scope), lessons from a person first."""
+    from orchestrator.memory_ops import lessons
+
+    rows = lessons(_config(config), family)
+    if as_json:
+        _print_json({"lessons": rows})
+        return
+    table = Table(title=f"lessons: {len(rows)}")
+    for column in ("id", "scope", "source", "count", "status", "uses", "lift", "text"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        w = row["worth"]
+        table.add_row(row["id"], row["scope"], row["source"], str(row["count"]), row["status"],
+                      str(w["uses"]), "-" if w["lift"] is None else f"{w['lift']:+.2f}", row["text"])
+    out.print(table)
+
+
+@memory_app.command("prune")
+def memory_prune(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Delete the retired items (those that did not help)."""
+    from orchestrator.memory_ops import prune
+
+    removed = prune(_config(config))
+    if as_json:
+        _print_json({"removed": removed})
+        return
+    out.print(f"removed {len(removed)} retired items" + (f": {', '.join(removed)}" if removed else ""),
+              highlight=False)
+
+
+@memory_app.command("reindex")
+def memory_reindex(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Rebuild the vector index from memory.db (the source of truth)."""
+    from orchestrator.memory_ops import reindex
+
+    with err.status("re-embedding and indexing"):
+        done = reindex(_config(config))
+    if as_json:
+        _print_json(done)
+        return
+    out.print(f"indexed {done['entries']} entries in {done['seconds']:.1f} s", highlight=False)
 
 
 if __name__ == "__main__":

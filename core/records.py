@@ -172,6 +172,9 @@ class Trajectory(BaseModel):
     tokens: int = 0
     seconds: float = 0.0
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    retrieved: list[str] = Field(default_factory=list)
+    """Ids of the memory cases and lessons that were in the generator's prompt
+    (``selftaught memory show ID``); empty when memory was off or found nothing."""
 
     @property
     def solved_at(self) -> int | None:

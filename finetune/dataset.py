@@ -285,6 +285,9 @@ class DatasetManifest(BaseModel):
     completion: Target = "reply"
     """What short-answer completions hold (see :data:`finetune.settings.Target`)."""
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    memory_rows: int = 0
+    """Rows whose trajectory had retrieved memory (cases, lessons) in the generator's
+    prompt when it was collected; the rows' prompts never hold it."""
 
 
 def row_kind(row: Row) -> Literal["sft", "dpo"]:

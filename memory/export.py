@@ -3,10 +3,12 @@
 One line per trajectory::
 
     {"messages": [{"role": ..., "content": ...}, ...], "id", "task_id", "family",
-     "outcome", "solved_at", "hint_policy", "provenance": [...], "kind", "verdicts": [...]}
+     "outcome", "solved_at", "hint_policy", "provenance": [...], "kind", "verdicts": [...],
+     "retrieved": [...]}
 
 ``kind`` is the run's (``run``, or ``session`` where a person took part); ``verdicts``
-lists the attempts a person judged, with the verifier's verdict they replaced.
+lists the attempts a person judged, with the verifier's verdict they replaced;
+``retrieved`` lists the ids of the memory cases and lessons that were in the prompt.
 
 ``messages`` is the whole conversation the generator had: system and task, then for
 each attempt the reply, and between attempts the retry turn (verdict and hint) it saw.
@@ -86,6 +88,7 @@ def trajectory_to_line(t: Trajectory, kind: str = "run") -> dict[str, Any]:
              "overruled_passed": a.verdict.overruled.passed if a.verdict.overruled else None}
             for a in sorted(t.attempts, key=lambda a: a.index) if a.verdict.source != "verifier"
         ],
+        "retrieved": list(t.retrieved),
     }
 
 

@@ -84,7 +84,9 @@ class RunConfig(_Section):
     concurrency: int = Field(8, ge=1, le=1024)
     """Tasks in flight at once; keeps the local batcher (or a remote server) busy."""
     memory: bool = True
-    """Retrieve lessons from the vector memory before generating."""
+    """Use the vector memory (``[memory]``): retrieve cases and lessons into the
+    generator's prompt, and store what recorded trajectories teach. ``--no-memory``
+    turns both off."""
     adapter: str | None = "champion"
     """LoRA adapter for the generator: ``champion`` (the promoted adapter, if any, whose
     base is the generator; else none), a name in the registry, a PEFT directory, or
@@ -160,6 +162,42 @@ class LimitsConfig(_Section):
     """Largest JSONL file, in bytes."""
 
 
+class MemoryConfig(_Section):
+    """The vector memory of cases and lessons (``run.memory`` turns it on and off)."""
+
+    backend: Literal["persistent", "http"] = "persistent"
+    """``persistent``: a chromadb index under the data directory; ``http``: a chromadb
+    server at ``host``:``port`` (``chroma run --path DIR --port 8000``). Either way
+    ``memory.db`` in the data directory is the source of truth."""
+    host: str = "localhost"
+    """The chromadb server's host (``http`` only)."""
+    port: int = Field(8000, ge=1, le=65535)
+    """The chromadb server's port (``http`` only)."""
+    collection_prefix: str = Field("selftaught", max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """Collections are named ``PREFIX-cases`` etc., so several data directories can
+    share one server without mixing their memories."""
+    cases_k: int = Field(2, ge=0, le=16)
+    """Solved cases shown as worked examples before the task (0: none)."""
+    lessons_k: int = Field(3, ge=0, le=16)
+    """Lessons listed in the system turn (0: none)."""
+    min_similarity: float = Field(0.4, ge=-1.0, le=1.0)
+    """Cosine similarity (all-MiniLM-L6-v2) a stored task must have to the task at hand
+    to be retrieved. Prompts of one reasoning-gym family measure about 0.4-1.0 to each
+    other, unrelated ones below 0.35."""
+    revealed_cases: bool = False
+    """Also show cases solved after a hint revealed the reference answer (their reply
+    may only repeat it)."""
+    merge_similarity: float = Field(0.9, ge=0.0, le=1.0)
+    """A new lesson at least this similar to a stored one is merged into it (counted)."""
+    min_uses: int = Field(5, ge=1)
+    """Retrievals (and trajectories without the item) needed before an item is judged."""
+    demote_below: float = Field(-0.1, ge=-1.0, le=1.0)
+    """Items whose lift (first-attempt success with them minus without, per use) is at
+    most this are ranked after the others."""
+    retire_below: float = Field(-0.25, ge=-1.0, le=1.0)
+    """...and at most this are no longer retrieved (``memory prune`` deletes them)."""
+
+
 class Config(_Section):
     """The whole configuration; ``selftaught config show`` prints the effective one."""
 
@@ -171,8 +209,8 @@ class Config(_Section):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     improve: ImproveConfig = Field(default_factory=ImproveConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
 
 def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Config:

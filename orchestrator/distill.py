@@ -81,6 +81,7 @@ def distill(
     if name in {m.name for m in registry.list()}:
         raise ConfigError(f"adapter {name} already exists; pick another --name")
     start = start_adapter(config, registry, base_model)
+    trajectories = list(trajectories)  # read twice: the rows, then which had memory
     rows = build_rows(trajectories, method, eval_hashes=prompt_hashes(exclude),
                       max_per_family=config.distill.max_per_family,
                       seed=config.distill.train.seed,
@@ -91,6 +92,10 @@ def distill(
             "beside it); collect some with `selftaught run TASKS --hints reference`")
     dataset = write_dataset(rows, config.home / DATASETS_DIR / f"{name}.jsonl",
                             completion=config.distill.completion)
+    with_memory = {t.id for t in trajectories if t.retrieved}
+    if with_memory:
+        dataset = dataset.model_copy(update={"memory_rows": sum(
+            row.get("trajectory_id") in with_memory for row in rows)})
 
     from finetune.train import train_lora  # torch: only when training
 

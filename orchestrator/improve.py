@@ -36,8 +36,9 @@ from core.records import RunRecord, Task
 from memory.store import TrajectoryStore, open_store
 from orchestrator.config import Config, with_overrides
 from orchestrator.distill import distill, start_adapter, trainable_base
-from orchestrator.evaluate import EvalResult, eval_config, evaluate
+from orchestrator.evaluate import EvalResult, eval_config, evaluate, evaluated_prompts
 from orchestrator.gate import decide
+from orchestrator.recall import open_memory
 from orchestrator.runner import RoleModels, build_models, execute_run, new_run_id, run_settings
 
 OnStage = Callable[[int, str], None]
@@ -222,7 +223,14 @@ async def _collect(config: Config, suites: Suites, store: TrajectoryStore, model
     run = RunRecord(run_id=f"improve-{new_run_id()}", tasks_spec=suites.train_spec,
                     settings=run_settings(cfg), total=len(suites.train))
     store.create_run(run)
-    await execute_run(cfg, suites.train, store, run, models=models)
+    # Memory helps collection too, but never with what was learned on a gate task.
+    exclude = evaluated_prompts(cfg.home) | prompt_hashes([*suites.holdout, *suites.retention])
+    memory = open_memory(cfg, learn=True, exclude=exclude)
+    try:
+        await execute_run(cfg, suites.train, store, run, models=models, memory=memory)
+    finally:
+        if memory is not None:
+            memory.close()
     return run
 
 

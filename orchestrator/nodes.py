@@ -24,21 +24,23 @@ from core.errors import SandboxError
 from core.records import Attempt, Generation, Trajectory, Verdict
 from core.secrets import secret_scrubber
 from orchestrator.routing import stop_reason, temperature_for
-from orchestrator.state import LoopContext, LoopState
+from orchestrator.state import LoopContext, LoopState, Recall
 
 Rt = Runtime[LoopContext]
 
 
 async def retrieve(state: LoopState, runtime: Rt) -> dict:
     ctx, started = runtime.context, time.monotonic()
-    lessons = await ctx.retrieve(state["task"]) if ctx.retrieve else []
-    return {"lessons": lessons, "seconds": _elapsed(state, started)}
+    recall = await ctx.retrieve(state["task"]) if ctx.retrieve else Recall()
+    return {"lessons": recall.lessons, "examples": recall.examples, "retrieved": recall.ids,
+            "seconds": _elapsed(state, started)}
 
 
 async def generate(state: LoopState, runtime: Rt) -> dict:
     ctx, started = runtime.context, time.monotonic()
     task, attempts = state["task"], state.get("attempts", [])
-    messages = generator_messages(task, state.get("lessons", []), attempts)
+    messages = generator_messages(task, state.get("lessons", []), attempts,
+                                  examples=state.get("examples", []))
     params = GenerationParams(
         temperature=temperature_for(len(attempts) + 1, ctx.loop),
         max_tokens=ctx.loop.reply_max_tokens,
@@ -116,6 +118,7 @@ async def record(state: LoopState, runtime: Rt) -> dict:
         stop_reason=state.get("stop_reason") or "max_attempts",
         tokens=state.get("tokens", 0),
         seconds=state.get("seconds", 0.0),
+        retrieved=state.get("retrieved", []),
     )
     # Idempotent per (run, task): a resumed task that already recorded is not doubled.
     ctx.store.add_trajectory(trajectory)

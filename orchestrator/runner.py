@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 from agents.litellm_model import make_chat_model
 from agents.local.resolve import is_local
 from agents.model import ChatModel
+from core.errors import SelftaughtError
 from core import records
 from core.records import RunRecord, Task, TaskError, Trajectory
 from core.secrets import scrub_secrets
@@ -42,6 +43,7 @@ from memory.store import TrajectoryStore
 from orchestrator.config import Config
 from orchestrator.graph import build_graph
 from orchestrator.lifecycle import CHECKPOINTS_FILE, check_credentials, check_state_files, owning
+from orchestrator.recall import MemoryFigures, MemorySession
 from orchestrator.state import LoopContext, LoopState, Retriever
 
 if TYPE_CHECKING:
@@ -69,6 +71,10 @@ class RunSummary(BaseModel):
     """Tasks with no trajectory yet (errors, or not started): what a resume will run."""
     stopped: str | None = None
     """Why no new task was started, when ``run.stop_after_errors`` tripped."""
+    memory: MemoryFigures | None = None
+    """What the vector memory did; None when it was off."""
+    hint_policy: str = ""
+    """The hints later attempts had (``reference`` ones show the answer)."""
 
 
 OnTrajectory = Callable[[Trajectory], None]
@@ -80,7 +86,7 @@ def new_run_id() -> str:
 
 def run_settings(config: Config) -> dict:
     """The settings a run is pinned to, so ``--resume`` continues with the same ones."""
-    return config.model_dump(mode="json", include={"models", "loop", "run"})
+    return config.model_dump(mode="json", include={"models", "loop", "run", "memory"})
 
 
 async def execute_run(
@@ -92,26 +98,35 @@ async def execute_run(
     on_trajectory: OnTrajectory | None = None,
     retrieve: Retriever | None = None,
     models: RoleModels | None = None,
+    memory: MemorySession | None = None,
 ) -> RunSummary:
     """Run every task of ``run`` that has no stored trajectory yet; return the summary
     over the whole run (earlier, resumed parts included in the counts).
 
     The run is owned by this process while it works (``lifecycle.owning``: refused if
     another live process owns it) and ends ``finished``, ``failed`` (task errors) or
-    ``interrupted``. ``models`` defaults to the configured ones (tests hand in fakes)."""
+    ``interrupted``. ``models`` defaults to the configured ones (tests hand in fakes).
+    With a ``memory`` session, tasks retrieve from it and each stored trajectory is
+    handed to it (``orchestrator.recall``); trajectories a killed run stored but never
+    handed over are handed over first."""
     started = time.monotonic()
     models = models or build_models(config)
-    context = LoopContext(generator=models.generator, critic=models.critic,
-                          hint_giver=models.hint_giver, judge=models.judge, loop=config.loop,
-                          store=store, run_id=run.run_id, adapter=_adapter_path(config),
-                          retrieve=retrieve)
-    done = store.finished_task_ids(run.run_id)
-    pending = [t for t in tasks if t.id not in done]
     errors: list[str] = []
     streak = _Streak(config.run.stop_after_errors)
     semaphore = asyncio.Semaphore(config.run.concurrency)
 
     with owning(store, run.run_id):
+        done = store.finished_task_ids(run.run_id)
+        pending = [t for t in tasks if t.id not in done]
+        if memory is not None:
+            retrieve = retrieve or memory.retrieve
+            if done:
+                await memory.catch_up(store.trajectories(run_id=run.run_id))
+            await memory.prepare(pending)
+        context = LoopContext(generator=models.generator, critic=models.critic,
+                              hint_giver=models.hint_giver, judge=models.judge, loop=config.loop,
+                              store=store, run_id=run.run_id, adapter=_adapter_path(config),
+                              retrieve=retrieve)
         async with _checkpointer(config.home / CHECKPOINTS_FILE) as saver:
             graph = build_graph(saver)
 
@@ -129,14 +144,25 @@ async def execute_run(
                         streak.failed()
                         return
                     streak.succeeded()
+                    finished = store.trajectories(run_id=run.run_id, task_id=task.id)
+                    if memory is not None:  # before the slot frees, so the next task can retrieve it
+                        try:
+                            for trajectory in finished:
+                                await memory.learn(trajectory)
+                        except SelftaughtError as exc:  # stored; the next run's catch-up retries
+                            errors.append(f"{task.id}: memory: {scrub_secrets(str(exc))}")
                 if on_trajectory is not None:
-                    for trajectory in store.trajectories(run_id=run.run_id, task_id=task.id):
+                    for trajectory in finished:
                         on_trajectory(trajectory)
 
             await asyncio.gather(*(one(task) for task in pending))
         store.set_run_status(run.run_id, "failed" if errors else "finished")
-    return summarize(store, run, seconds=time.monotonic() - started, errors=errors,
-                     stopped=streak.reason)
+    summary = summarize(store, run, seconds=time.monotonic() - started, errors=errors,
+                        stopped=streak.reason)
+    summary.hint_policy = config.loop.hints
+    if memory is not None:
+        summary.memory = memory.figures(store.trajectories(run_id=run.run_id))
+    return summary
 
 
 async def _run_task(graph, saver, task: Task, context: LoopContext, config: Config) -> None:
@@ -212,8 +238,8 @@ def _adapter_path(config: Config) -> str | None:
 
 def _initial_state(task: Task, config: Config) -> LoopState:
     # Every key is given so a restarted thread never inherits an old attempt list.
-    return LoopState(task=task, hint_policy=config.loop.hints, lessons=[], attempts=[],
-                     draft=None, tokens=0, seconds=0.0, stop_reason=None)
+    return LoopState(task=task, hint_policy=config.loop.hints, lessons=[], examples=[], retrieved=[],
+                     attempts=[], draft=None, tokens=0, seconds=0.0, stop_reason=None)
 
 
 @dataclass(frozen=True)

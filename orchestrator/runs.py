@@ -14,7 +14,9 @@ from core.errors import ConfigError
 from core.records import RunRecord, RunStatus
 from memory.store import open_store
 from orchestrator.config import Config, with_overrides
+from orchestrator.evaluate import evaluated_prompts
 from orchestrator.interrupts import InterruptGuard
+from orchestrator.recall import open_memory
 from orchestrator.lifecycle import refuse_if_live, shown_status, this_process
 from orchestrator.runner import (OnTrajectory, RunSummary, execute_run, new_run_id, preflight,
                                  run_settings)
@@ -65,14 +67,16 @@ def start_or_resume(
         if on_start is not None:
             on_start(run.run_id, len(tasks), len(store.finished_task_ids(run.run_id)))
 
+        memory = open_memory(config, learn=True, exclude=evaluated_prompts(config.home))
+
         async def main() -> RunSummary:
             if guard is None:
                 return await execute_run(config, tasks, store, run, models=models,
-                                         on_trajectory=on_trajectory)
+                                         on_trajectory=on_trajectory, memory=memory)
             guard.arm()
             try:
                 return await execute_run(config, tasks, store, run, models=models,
-                                         on_trajectory=on_trajectory)
+                                         on_trajectory=on_trajectory, memory=memory)
             except asyncio.CancelledError:
                 # Ctrl-C: the tasks have checkpointed and the run is marked interrupted.
                 # Exit now rather than wait for litellm's executor threads to finish.
@@ -80,7 +84,11 @@ def start_or_resume(
 
         if guard is not None:
             guard.release()
-        return asyncio.run(main())
+        try:
+            return asyncio.run(main())
+        finally:
+            if memory is not None:
+                memory.close()
 
 
 class RunListing(BaseModel):

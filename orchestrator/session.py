@@ -42,7 +42,9 @@ from core.records import Attempt, Hint, RunRecord, RunStatus, Task, Trajectory
 from memory.store import TrajectoryStore, open_store
 from orchestrator import nodes
 from orchestrator.config import Config, with_overrides
+from orchestrator.evaluate import evaluated_prompts
 from orchestrator.lifecycle import CHECKPOINTS_FILE, owning, refuse_if_live
+from orchestrator.recall import MemorySession, open_memory
 from orchestrator.routing import CRITIQUE
 from orchestrator.runner import (
     RoleModels,
@@ -216,8 +218,12 @@ def start_or_resume_session(
             store.create_run(record.model_copy(update={"total": len(tasks)}))
         if on_start is not None:
             on_start(record.run_id)
-        driver = _Driver(config, store, record, tasks, inputs, view, who, models)
-        return driver.run()
+        memory = open_memory(config, learn=True, exclude=evaluated_prompts(config.home))
+        try:
+            return _Driver(config, store, record, tasks, inputs, view, who, models, memory).run()
+        finally:
+            if memory is not None:
+                memory.close()
     finally:
         store.close()
 
@@ -240,8 +246,9 @@ class _Driver:
 
     def __init__(self, config: Config, store: TrajectoryStore, record: RunRecord,
                  tasks: list[Task], inputs: InputSource, view: SessionView, who: str,
-                 models: RoleModels) -> None:
+                 models: RoleModels, memory: MemorySession | None) -> None:
         self.config, self.store, self.record, self.view = config, store, record, view
+        self.memory = memory
         self.inputs, self.who = inputs, who
         self.result = SessionResult(session_id=record.run_id, ending="paused")
         self.values: dict[str, Any] = {}
@@ -253,7 +260,8 @@ class _Driver:
         self.context = SessionContext(
             generator=generator, critic=models.critic, hint_giver=models.hint_giver,
             judge=models.judge, loop=config.loop, store=store, run_id=record.run_id,
-            adapter=_adapter_path(config), tasks=tuple(tasks))
+            adapter=_adapter_path(config), tasks=tuple(tasks),
+            retrieve=memory.retrieve if memory is not None else None)
         self.thread = {"configurable": {"thread_id": f"session:{record.run_id}"}}
 
     def run(self) -> SessionResult:
@@ -269,6 +277,8 @@ class _Driver:
         with asyncio.Runner() as runner, _Exits(runner) as exits:
             saver = runner.run(exits.enter(_checkpointer(self.config.home / CHECKPOINTS_FILE)))
             graph = build_session_graph(saver)
+            if self.memory is not None:  # what a killed session stored but never learned from
+                runner.run(self.memory.catch_up(self.store.trajectories(run_id=self.record.run_id)))
             snapshot = runner.run(graph.aget_state(self.thread))
             self.values = dict(snapshot.values)
             if snapshot.interrupts:
@@ -301,6 +311,9 @@ class _Driver:
                 if node != "__interrupt__":
                     self.values.update(update or {})
                     self._show(node, update or {})
+                if node == RECORD and self.memory is not None:
+                    for trajectory in self._recorded():
+                        await self.memory.learn(trajectory)
 
     def _event(self, data: dict) -> None:
         """What the generate node streams: the turn the model reads, then its reply."""
@@ -325,10 +338,13 @@ class _Driver:
         elif node == ASK and self._decided and self._decided[0] in ("correct", "wrong"):
             self.view.verdict(update["attempts"][-1], self._status())
         elif node == RECORD:
-            task = self.values["task"]
-            for trajectory in self.store.trajectories(run_id=self.record.run_id, task_id=task.id):
+            for trajectory in self._recorded():
                 self.view.recorded(trajectory)
                 self.result.recorded += 1
+
+    def _recorded(self) -> list[Trajectory]:
+        """The stored trajectory of the task just recorded."""
+        return self.store.trajectories(run_id=self.record.run_id, task_id=self.values["task"].id)
 
     def _replay(self, question: Question) -> None:
         """Show again what was on screen when the question was asked (on resume)."""

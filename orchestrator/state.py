@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypedDict
 
 from agents.model import ChatModel
@@ -18,6 +18,10 @@ class LoopState(TypedDict, total=False):
     task: Task
     hint_policy: HintPolicy
     lessons: list[str]
+    examples: list[tuple[str, str]]
+    """Solved (prompt, reply) pairs from memory, shown as worked examples before the task."""
+    retrieved: list[str]
+    """Ids of the memory items in ``lessons`` and ``examples``."""
     attempts: list[Attempt]
     draft: Generation | None
     tokens: int
@@ -28,7 +32,17 @@ class LoopState(TypedDict, total=False):
     stop_reason: str | None
 
 
-Retriever = Callable[[Task], Awaitable[list[str]]]
+@dataclass(frozen=True)
+class Recall:
+    """What memory gives one task: lessons for the system turn, worked examples (most
+    similar last), and the ids of the items they came from."""
+
+    lessons: list[str] = field(default_factory=list)
+    examples: list[tuple[str, str]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+
+Retriever = Callable[[Task], Awaitable[Recall]]
 
 
 @dataclass(frozen=True)
@@ -44,4 +58,4 @@ class LoopContext:
     judge: ChatModel | None = None
     adapter: str | None = None
     retrieve: Retriever | None = None
-    """Lesson retrieval hook; None until a vector memory is configured."""
+    """Memory retrieval hook (``orchestrator.recall``); None when memory is off."""

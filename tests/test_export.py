@@ -148,7 +148,7 @@ def test_export_writes_one_line_per_trajectory(store: SQLiteStore, tmp_path: Pat
     assert export_trajectories(store, out) == 2
     first, second = read_lines(out)
     assert set(first) == {"messages", "id", "task_id", "family", "outcome", "solved_at", "hint_policy",
-                          "provenance", "kind", "verdicts"}
+                          "provenance", "kind", "verdicts", "retrieved"}
     assert (first["kind"], first["verdicts"]) == ("run", [])  # no person judged anything
     assert first["messages"] == trajectory_to_messages(solved)
     assert first["messages"][1]["content"] == "2+2? ✓"
