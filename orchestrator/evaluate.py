@@ -2,26 +2,42 @@
 
 Evaluation is the loop reduced to one greedy attempt: no hints, no lessons, no retries,
 no resampling. Every adapter compared on a suite sees exactly the same prompts (the
-evaluation prompt distillation trains on), so the numbers are comparable.
+evaluation prompt distillation trains on), so the numbers are comparable. The result
+keeps each task's outcome, so two adapters can be compared task by task (the gate's
+paired test). With ``samples = k``, ``k`` replies per task are also drawn at
+``temperature`` (``orchestrator.sampling``) for pass@k.
 
 Evaluation trajectories go to their own store (``<home>/evals.db``), never to the
 trajectory store that ``distill`` reads: an evaluation task must never become training
 data.
+
+With ``cache=True`` a result is kept under ``<home>/eval-cache/`` and reused when the
+same generator, the same adapter weights, the same tasks and the same evaluation
+settings are asked for again (``improve`` uses this so the base model's evaluation is
+measured once per suite, not once per call).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
-from core.records import RunRecord, Task
+from core.errors import ConfigError
+from core.files import write_atomic
+from core.records import RunRecord, Task, Trajectory
 from memory.store import open_store
 from orchestrator.config import Config, with_overrides
 from orchestrator.runner import RoleModels, execute_run, new_run_id, resolve_adapter, run_settings
 
 EVAL_STORE = "evals.db"
+CACHE_DIR = "eval-cache"
+
+OnTask = Callable[[Trajectory], None]
 
 
 class EvalResult(BaseModel):
@@ -37,6 +53,17 @@ class EvalResult(BaseModel):
     run_id: str
     """The evaluation run in ``evals.db``, for reading the replies."""
     seconds: float
+    outcomes: dict[str, bool] = Field(default_factory=dict)
+    """Task id -> passed (greedy), for paired comparisons."""
+    k: int | None = None
+    """Sampled replies per task for pass@k (None: not measured)."""
+    pass_at_k: float | None = None
+    """Share of tasks with at least one of ``k`` sampled replies right."""
+    sampled_pass_at_1: float | None = None
+    """Share of the sampled replies that are right (pass@1 at the sampling temperature)."""
+    samples_run_id: str | None = None
+    cached: bool = False
+    """True when this result was read from the evaluation cache, not measured now."""
 
 
 def eval_config(config: Config, adapter: str | None) -> Config:
@@ -54,27 +81,99 @@ async def evaluate(
     spec: str,
     adapter: str | None,
     models: RoleModels | None = None,
+    samples: int = 0,
+    temperature: float = 0.7,
+    cache: bool = False,
+    on_task: OnTask | None = None,
 ) -> EvalResult:
     """pass@1 on ``tasks`` (described by ``spec``) with ``adapter`` (name, ``champion``,
-    ``none``/None or a directory). Raises ``ConfigError`` for an unknown adapter."""
-    label = resolve_adapter(config, adapter or "none").label
-    cfg = eval_config(config, label)
+    ``none``/None or a directory), and pass@k with ``samples`` > 0. Raises
+    ``ConfigError`` for an unknown adapter. ``on_task`` is called per finished task."""
+    resolved = resolve_adapter(config, adapter or "none")
+    cfg = eval_config(config, resolved.label)
+    key = cache_key(cfg, resolved.path, tasks, samples, temperature) if cache else None
+    if key is not None and (hit := _cached(config, key)) is not None:
+        return hit
     started = time.monotonic()
     with open_store(config.home, EVAL_STORE) as store:
         run = RunRecord(run_id=f"eval-{new_run_id()}", tasks_spec=spec,
                         settings=run_settings(cfg), total=len(tasks))
         store.create_run(run)
-        summary = await execute_run(cfg, tasks, store, run, models=models)
-        by_family: dict[str, list[bool]] = defaultdict(list)
-        for trajectory in store.trajectories(run_id=run.run_id):
-            by_family[trajectory.task.family].append(trajectory.outcome == "solved")
+        await execute_run(cfg, tasks, store, run, models=models, on_trajectory=on_task)
+        outcomes = {t.task.id: t.outcome == "solved" for t in store.trajectories(run_id=run.run_id)}
+        sampled = None
+        if samples:
+            sampled = await _sample(cfg, tasks, spec, store, samples, temperature, models)
+    by_family: dict[str, list[bool]] = defaultdict(list)
+    for task in tasks:
+        by_family[task.family].append(outcomes.get(task.id, False))
     total = len(tasks)
-    return EvalResult(
-        adapter=label, total=total, passed=summary.solved,
-        pass_at_1=summary.solved / total if total else 0.0,
+    passed = sum(outcomes.get(t.id, False) for t in tasks)
+    result = EvalResult(
+        adapter=resolved.label, total=total, passed=passed,
+        pass_at_1=passed / total if total else 0.0,
         per_family={f: sum(v) / len(v) for f, v in sorted(by_family.items())},
-        run_id=run.run_id, seconds=round(time.monotonic() - started, 3),
-    )
+        run_id=run.run_id, seconds=round(time.monotonic() - started, 3), outcomes=outcomes,
+        **(sampled or {}))
+    if key is not None:
+        write_atomic(config.home / CACHE_DIR / f"{key}.json", result.model_dump_json())
+    return result
+
+
+async def _sample(cfg: Config, tasks: list[Task], spec: str, store, k: int,
+                  temperature: float, models: RoleModels | None) -> dict:
+    from orchestrator.runner import build_models
+    from orchestrator.sampling import sample_rates, sample_run
+
+    run = RunRecord(run_id=f"evalk-{new_run_id()}", tasks_spec=spec,
+                    settings={**run_settings(cfg), "samples": k, "temperature": temperature},
+                    total=len(tasks))
+    store.create_run(run)
+    await sample_run(cfg, tasks, store, run, k=k, temperature=temperature,
+                     models=models or build_models(cfg))
+    pass_at_k, sampled = sample_rates(store.trajectories(run_id=run.run_id), len(tasks))
+    return {"k": k, "samples_run_id": run.run_id, "pass_at_k": pass_at_k,
+            "sampled_pass_at_1": sampled}
+
+
+def cache_key(cfg: Config, adapter_path, tasks: list[Task], samples: int,
+              temperature: float) -> str:
+    """The identity of an evaluation: generator, adapter weights (their hash, so a
+    retrained adapter of the same name is a new key), tasks and settings."""
+    digest = hashlib.sha256()
+    weights = "none"
+    if adapter_path is not None:
+        weights = hashlib.sha256((adapter_path / "adapter_model.safetensors").read_bytes()).hexdigest()
+    settings = {"loop": cfg.loop.model_dump(mode="json"), "generator": cfg.models.generator,
+                "weights": weights, "samples": samples,
+                "temperature": temperature if samples else None}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for task in tasks:
+        digest.update(task.model_dump_json(include={"id", "prompt", "verifier",
+                                                    "answer_format"}).encode())
+    return digest.hexdigest()[:32]
+
+
+def cached_result(config: Config, tasks: list[Task], adapter: str | None, *,
+                  samples: int = 0, temperature: float = 0.7) -> EvalResult | None:
+    """What :func:`evaluate` with ``cache=True`` would reuse instead of measuring, or None."""
+    resolved = resolve_adapter(config, adapter or "none")
+    cfg = eval_config(config, resolved.label)
+    return _cached(config, cache_key(cfg, resolved.path, tasks, samples, temperature))
+
+
+def _cached(config: Config, key: str) -> EvalResult | None:
+    """The cached result for ``key`` when its evaluation run is still in ``evals.db``."""
+    path = config.home / CACHE_DIR / f"{key}.json"
+    if not path.is_file():
+        return None
+    try:
+        result = EvalResult.model_validate_json(path.read_text(encoding="utf-8"))
+        with open_store(config.home, EVAL_STORE) as store:
+            store.get_run(result.run_id)
+    except (OSError, ValidationError, ConfigError):
+        return None  # unreadable, or its replies are gone: measure again
+    return result.model_copy(update={"cached": True})
 
 
 def evaluate_spec(config: Config, spec: str, adapter: str | None) -> EvalResult:

@@ -1,0 +1,122 @@
+"""Where an ``improve`` round's training targets come from (``improve.collect``).
+
+* ``samples``: ``improve.samples`` independent replies per training task at
+  ``improve.temperature``, no hints (``orchestrator.sampling``); the verified ones are
+  the model's own answers (label ``self``). Expert iteration, as in STaR and ReST-EM.
+* ``feedback``: the loop with the ``feedback`` hint policy (a critique and the
+  verifier's output, never the reference answer); verified replies are the model's own
+  (``self``), found with natural-language feedback, as in ILF.
+* ``reference``: the loop with the ``reference`` hint policy (the hint shows the
+  reference answer or tests): the model's reply after being told the answer
+  (``rationalized``, STaR's rationalization).
+* ``gold``: no model at all: the task's worked solution or answer is the target
+  (``gold``): supervised fine-tuning on the task generator's labels.
+
+Every collection with the model uses the current champion and is an ordinary run in
+the trajectory store (``runs list`` shows it). Rehearsal (the champion answering tasks
+of families to keep, alone) is here too: it is collection of ``self`` rows from other
+suites.
+
+:func:`improve_config` applies ``improve.profile``: the generation budget that makes a
+round affordable with the embedded model on a CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from core.records import RunRecord, Task, Trajectory
+from memory.store import TrajectoryStore
+from orchestrator.config import DEFAULT_MODEL, Config, with_overrides
+from orchestrator.evaluate import eval_config
+from orchestrator.runner import RoleModels, execute_run, new_run_id, run_settings
+
+FAST_PROFILE = {
+    "loop.reply_max_tokens": 48, "loop.feedback_max_tokens": 32, "loop.max_attempts": 2,
+    "loop.reference_hint": "answer", "run.concurrency": 32,
+}
+"""``improve.profile = "fast"``: what a round with the embedded 135M model on a 2-core CPU
+can afford (its replies otherwise ramble to the cap, and every reply is paid for k times
+in sampling and once per evaluated task)."""
+
+OnTrajectory = Callable[[Trajectory], None]
+
+
+def improve_config(config: Config) -> Config:
+    """``config`` with ``improve.profile`` applied (``auto``: ``fast`` for the embedded
+    model ``local/smollm2``, the configured ``[loop]``/``[run]`` for any other)."""
+    profile = config.improve.profile
+    if profile == "auto":
+        profile = "fast" if config.models.generator == DEFAULT_MODEL else "loop"
+    return with_overrides(config, FAST_PROFILE) if profile == "fast" else config
+
+
+class Collection(BaseModel):
+    """What one collection produced."""
+
+    mode: str
+    run_id: str | None
+    """The run in the trajectory store (None for ``gold``: no model ran)."""
+    total: int
+    solved: int
+    """Training tasks with a verified reply (``gold``: tasks with a reference answer)."""
+    pass_at_k: float | None = None
+    """``samples``: the share of training tasks with at least one of k replies right."""
+    sampled_pass_at_1: float | None = None
+    """``samples``: the share of all sampled replies that are right."""
+
+
+async def collect(
+    config: Config,
+    tasks: list[Task],
+    spec: str,
+    store: TrajectoryStore,
+    models: RoleModels,
+    *,
+    on_trajectory: OnTrajectory | None = None,
+) -> Collection:
+    """Collect on ``tasks`` (described by ``spec``) by ``config.improve.collect``, with
+    the champion."""
+    mode = config.improve.collect
+    if mode == "gold":
+        solved = sum(bool(t.privileged.reference_answer) for t in tasks)
+        return Collection(mode=mode, run_id=None, total=len(tasks), solved=solved)
+    cfg = with_overrides(config, {"run.adapter": "champion", "run.memory": False})
+    if mode == "samples":
+        from orchestrator.sampling import sample_rates, sample_run
+
+        k, temperature = config.improve.samples, config.improve.temperature
+        run = _new_run(cfg, "improve", spec, len(tasks), {"samples": k, "temperature": temperature})
+        store.create_run(run)
+        await sample_run(cfg, tasks, store, run, k=k, temperature=temperature, models=models,
+                         on_trajectory=on_trajectory)
+        pass_at_k, sampled = sample_rates(store.trajectories(run_id=run.run_id), len(tasks))
+        return Collection(mode=mode, run_id=run.run_id, total=len(tasks),
+                          solved=store.run_totals(run.run_id).solved, pass_at_k=pass_at_k,
+                          sampled_pass_at_1=sampled)
+    cfg = with_overrides(cfg, {"loop.hints": mode})  # feedback or reference
+    run = _new_run(cfg, "improve", spec, len(tasks))
+    store.create_run(run)
+    await execute_run(cfg, tasks, store, run, models=models, on_trajectory=on_trajectory)
+    return Collection(mode=mode, run_id=run.run_id, total=len(tasks),
+                      solved=store.run_totals(run.run_id).solved)
+
+
+async def rehearse(
+    config: Config, tasks: list[Task], spec: str, store: TrajectoryStore, models: RoleModels,
+    *, on_trajectory: OnTrajectory | None = None,
+) -> RunRecord:
+    """One attempt per rehearsal task by the champion alone (``eval``'s settings), stored
+    as a run in the trajectory store so that its verified answers become training rows."""
+    cfg = eval_config(config, "champion")
+    run = _new_run(cfg, "rehearse", spec, len(tasks))
+    store.create_run(run)
+    await execute_run(cfg, tasks, store, run, models=models, on_trajectory=on_trajectory)
+    return run
+
+
+def _new_run(cfg: Config, prefix: str, spec: str, total: int, extra: dict | None = None) -> RunRecord:
+    return RunRecord(run_id=f"{prefix}-{new_run_id()}", tasks_spec=spec,
+                     settings={**run_settings(cfg), **(extra or {})}, total=total)
