@@ -360,7 +360,7 @@ class ImproveProgress:
         from orchestrator.estimate import minutes
 
         parts = ", ".join(f"{stage} {minutes(s)}" for stage, s in seconds.items())
-        what = f"round {round_no}" if round_no else "before starting, round 1"
+        what = f"round {round_no}" if round_no else "the base evaluation and round 1"
         self._console.print(f"estimate for {what}: ~{minutes(sum(seconds.values()))} "
                             f"({parts}; from measured rates)", highlight=False)
 

@@ -62,6 +62,7 @@ class EvalResult(BaseModel):
     sampled_pass_at_1: float | None = None
     """Share of the sampled replies that are right (pass@1 at the sampling temperature)."""
     samples_run_id: str | None = None
+    per_family_pass_at_k: dict[str, float] = Field(default_factory=dict)
     cached: bool = False
     """True when this result was read from the evaluation cache, not measured now."""
 
@@ -104,15 +105,12 @@ async def evaluate(
         sampled = None
         if samples:
             sampled = await _sample(cfg, tasks, spec, store, samples, temperature, models)
-    by_family: dict[str, list[bool]] = defaultdict(list)
-    for task in tasks:
-        by_family[task.family].append(outcomes.get(task.id, False))
     total = len(tasks)
     passed = sum(outcomes.get(t.id, False) for t in tasks)
     result = EvalResult(
         adapter=resolved.label, total=total, passed=passed,
         pass_at_1=passed / total if total else 0.0,
-        per_family={f: sum(v) / len(v) for f, v in sorted(by_family.items())},
+        per_family=per_family(tasks, {t for t, ok in outcomes.items() if ok}),
         run_id=run.run_id, seconds=round(time.monotonic() - started, 3), outcomes=outcomes,
         **(sampled or {}))
     if key is not None:
@@ -131,9 +129,19 @@ async def _sample(cfg: Config, tasks: list[Task], spec: str, store, k: int,
     store.create_run(run)
     await sample_run(cfg, tasks, store, run, k=k, temperature=temperature,
                      models=models or build_models(cfg))
-    pass_at_k, sampled = sample_rates(store.trajectories(run_id=run.run_id), len(tasks))
+    trajectories = store.trajectories(run_id=run.run_id)
+    pass_at_k, sampled = sample_rates(trajectories, len(tasks))
+    solved = {t.task.id for t in trajectories if t.outcome == "solved"}
     return {"k": k, "samples_run_id": run.run_id, "pass_at_k": pass_at_k,
-            "sampled_pass_at_1": sampled}
+            "sampled_pass_at_1": sampled, "per_family_pass_at_k": per_family(tasks, solved)}
+
+
+def per_family(tasks: list[Task], solved: set[str]) -> dict[str, float]:
+    """The share of each family's tasks whose id is in ``solved``."""
+    by_family: dict[str, list[bool]] = defaultdict(list)
+    for task in tasks:
+        by_family[task.family].append(task.id in solved)
+    return {f: sum(v) / len(v) for f, v in sorted(by_family.items())}
 
 
 def cache_key(cfg: Config, adapter_path, tasks: list[Task], samples: int,

@@ -435,7 +435,8 @@ def _eval_entry(result: EvalResult | None, spec: str | None, incumbent: EvalResu
             "incumbent": incumbent.adapter if incumbent else None,
             "incumbent_pass_at_1": incumbent.pass_at_1 if incumbent else None,
             "incumbent_per_family": incumbent.per_family if incumbent else None,
-            "incumbent_pass_at_k": incumbent.pass_at_k if incumbent else None}
+            "incumbent_pass_at_k": incumbent.pass_at_k if incumbent else None,
+            "incumbent_outcomes": incumbent.outcomes if incumbent else None}
 
 
 def _rounded(seconds: dict[str, float]) -> dict[str, float]:

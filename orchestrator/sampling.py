@@ -44,14 +44,16 @@ async def sample_run(
 ) -> RunSummary:
     """Draw ``k`` replies per task of ``run`` not yet stored, at ``temperature``, with
     the generator and ``run.adapter`` of ``config`` (``loop.reply_max_tokens`` caps each
-    reply; ``run.concurrency`` tasks in flight, each with its ``k`` requests at once).
+    reply; about ``run.concurrency`` requests in flight: ``run.concurrency // k`` tasks
+    at once, each with its ``k`` requests, so tasks finish steadily rather than all at
+    the end).
     Returns the run's summary (a task is solved when any sample passed)."""
     started = time.monotonic()
     done = store.finished_task_ids(run.run_id)
     adapter = resolve_adapter(config).path
     params = GenerationParams(temperature=temperature, max_tokens=config.loop.reply_max_tokens,
                               adapter=None if adapter is None else str(adapter))
-    semaphore = asyncio.Semaphore(config.run.concurrency)
+    semaphore = asyncio.Semaphore(max(1, config.run.concurrency // k))
     errors: list[str] = []
 
     async def one(task: Task) -> None:
