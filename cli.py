@@ -187,7 +187,8 @@ def eval_(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """pass@1 with no hints, no memory, one greedy attempt per task."""
+    """pass@1 with no hints, no memory, one greedy attempt per task (replies capped as in
+    improve: improve.profile)."""
     from orchestrator.evaluate import evaluate_spec
 
     cfg = _config(config, {"models.generator": model, "run.concurrency": concurrency})
@@ -260,7 +261,7 @@ def improve(
     max_kl: Annotated[Optional[float], typer.Option(
         "--max-kl", help="Refuse candidates drifting more from the base (KL per token).")] = None,
     pass_k: Annotated[Optional[int], typer.Option(
-        "--pass-k", help="Also measure pass@k on holdout and test with k samples per task.")] = None,
+        "--pass-k", help="Also measure pass@k on the test suite (else the holdout), k samples per task.")] = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency")] = None,
     start: StartOpt = None,
     config: ConfigOpt = None,

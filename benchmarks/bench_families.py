@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.collect import improve_config  # noqa: E402
+from orchestrator.profiles import improve_config  # noqa: E402
 from orchestrator.config import Config, ImproveConfig  # noqa: E402
 from orchestrator.evaluate import evaluate  # noqa: E402
 from orchestrator.runner import build_models  # noqa: E402

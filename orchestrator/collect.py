@@ -17,41 +17,18 @@ the trajectory store (``runs list`` shows it). Rehearsal (the champion answering
 of families to keep, alone) is here too: it is collection of ``self`` rows from other
 suites.
 
-:func:`improve_config` applies ``improve.profile``: the generation budget that makes a
-round affordable with the embedded model on a CPU.
+The generation budget of these runs is ``improve.profile`` (``orchestrator.profiles``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from pydantic import BaseModel
 
-from core.records import RunRecord, Task, Trajectory
+from core.records import RunRecord, Task
 from memory.store import TrajectoryStore
-from orchestrator.config import DEFAULT_MODEL, Config, with_overrides
+from orchestrator.config import Config, with_overrides
 from orchestrator.evaluate import eval_config
-from orchestrator.runner import RoleModels, execute_run, new_run_id, run_settings
-
-FAST_PROFILE = {
-    "loop.reply_max_tokens": 48, "loop.feedback_max_tokens": 32, "loop.max_attempts": 2,
-    "loop.reference_hint": "answer", "run.concurrency": 32,
-}
-"""``improve.profile = "fast"``: what a round with the embedded 135M model on a 2-core CPU
-can afford (its replies otherwise ramble to the cap, and every reply is paid for k times
-in sampling and once per evaluated task)."""
-
-OnTrajectory = Callable[[Trajectory], None]
-
-
-def improve_config(config: Config) -> Config:
-    """``config`` with ``improve.profile`` applied (``auto``: ``fast`` for the embedded
-    model ``local/smollm2``, the configured ``[loop]``/``[run]`` for any other)."""
-    profile = config.improve.profile
-    if profile == "auto":
-        profile = "fast" if config.models.generator == DEFAULT_MODEL else "loop"
-    return with_overrides(config, FAST_PROFILE) if profile == "fast" else config
-
+from orchestrator.runner import OnTrajectory, RoleModels, execute_run, new_run_id, run_settings
 
 class Collection(BaseModel):
     """What one collection produced."""

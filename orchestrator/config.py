@@ -147,8 +147,8 @@ class ImproveConfig(_Section):
     """Refuse a candidate whose mean per-token KL divergence from the base model, on
     the base's own replies to the retention prompts, is larger (None: report only)."""
     pass_k: int = Field(0, ge=0, le=64)
-    """Also measure pass@k with this many sampled replies per holdout and test task
-    (0: greedy pass@1 only; costs k replies per task)."""
+    """Also measure pass@k with this many sampled replies per task of the test suite (of
+    the holdout when there is none; 0: greedy pass@1 only; costs k replies per task)."""
     profile: Literal["auto", "fast", "loop"] = "auto"
     """Generation budget of improve's collection and evaluation. ``fast``: replies of
     at most 48 tokens, critiques and hints of 32, 2 loop attempts, the reference hint

@@ -74,6 +74,7 @@ class Plan(BaseModel):
     epochs: float
     eval_tasks: int
     """Holdout + retention tasks the candidate answers."""
+    holdout_tasks: int
     pass_k: int
     test_tasks: int
     rehearsal_tasks: int
@@ -111,7 +112,8 @@ def estimate_round(plan: Plan, rates: Rates, solve_rate: float) -> dict[str, flo
         collect = plan.train_tasks * rates.get("loop")
     rows = guess_rows(plan, solve_rate)
     evaluate = plan.eval_tasks * rates.get("eval")
-    evaluate += plan.pass_k * plan.eval_tasks * rates.get("sample") if plan.pass_k else 0.0
+    if plan.pass_k and not plan.test_tasks:  # pass@k on the holdout when there is no test suite
+        evaluate += plan.pass_k * plan.holdout_tasks * rates.get("sample")
     test = plan.test_tasks * (rates.get("eval") + plan.pass_k * rates.get("sample"))
     stages = {
         "collect": collect,

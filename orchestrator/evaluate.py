@@ -185,13 +185,16 @@ def _cached(config: Config, key: str) -> EvalResult | None:
 
 
 def evaluate_spec(config: Config, spec: str, adapter: str | None) -> EvalResult:
-    """:func:`evaluate` on the tasks of ``spec``; the result is also kept in a registered
-    adapter's manifest, under ``evaluation.eval[spec]``."""
+    """:func:`evaluate` on the tasks of ``spec``, with ``improve``'s generation budget
+    (``improve.profile``) so the figures match the ones ``improve`` gates on; the result
+    is also kept in a registered adapter's manifest, under ``evaluation.eval[spec]``."""
     import asyncio
 
     from finetune.registry import AdapterRegistry
+    from orchestrator.profiles import improve_config
     from orchestrator.suites import load_tasks
 
+    config = improve_config(config)
     result = asyncio.run(evaluate(config, load_tasks(spec), spec=spec, adapter=adapter))
     registry = AdapterRegistry(config.home)
     if result.adapter in {m.name for m in registry.list()}:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pydantic import BaseModel, Field
@@ -42,12 +42,13 @@ from core.leakage import check_leakage, prompt_hashes
 from core.records import Task, Trajectory
 from finetune.registry import AdapterManifest, AdapterRegistry
 from memory.store import TrajectoryStore, open_store
-from orchestrator.collect import Collection, collect, improve_config, rehearse
+from orchestrator.collect import Collection, collect, rehearse
 from orchestrator.config import Config
 from orchestrator.distill import distill, start_adapter, trainable_base
 from orchestrator.estimate import Plan, Rates, estimate_round
 from orchestrator.evaluate import EVAL_STORE, EvalResult, cached_result, evaluate
-from orchestrator.gate import GateDecision, Paired, decide, pair
+from orchestrator.gate import GateDecision, decide, pair
+from orchestrator.profiles import improve_config
 from orchestrator.runner import RoleModels, build_models
 
 GUESSED_PASS_RATE = 0.2
@@ -224,8 +225,10 @@ class _Cycle:
         return result
 
     async def score_all(self, adapter: str) -> _Scores:
+        # pass@k (sampling, k replies per task) goes where the reported figure is: the
+        # test suite, or the holdout when there is none.
         holdout = await self.score(self.suites.holdout, self.suites.holdout_spec, adapter,
-                                   pass_k=True)
+                                   pass_k=not self.suites.test)
         assert holdout is not None  # check_suites: the holdout is never empty
         retention = await self.score(self.suites.retention, self.suites.retention_spec, adapter)
         return _Scores(holdout=holdout, retention=retention)
@@ -233,7 +236,7 @@ class _Cycle:
     def baseline_estimate(self) -> dict[str, float]:
         """Seconds to evaluate the champion before round 1 (nothing when it is cached)."""
         cfg, suites = self.config, self.suites
-        k = cfg.improve.pass_k
+        k = 0 if suites.test else cfg.improve.pass_k
         seconds = 0.0
         for tasks, samples in ((suites.holdout, k), (suites.retention, 0)):
             if tasks and cached_result(cfg, tasks, "champion", samples=samples,
@@ -248,6 +251,7 @@ class _Cycle:
                     max_per_family=cfg.distill.max_per_family,
                     max_per_task=cfg.distill.max_per_task, epochs=cfg.distill.train.epochs,
                     eval_tasks=len(suites.holdout) + len(suites.retention),
+                    holdout_tasks=len(suites.holdout),
                     pass_k=cfg.improve.pass_k, test_tasks=len(suites.test),
                     rehearsal_tasks=len(suites.rehearsal),
                     drift_sequences=len(suites.retention or suites.holdout))

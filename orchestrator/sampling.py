@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 from agents.model import GenerationParams
 from core.answer_format import evaluation_messages, extract_answer
@@ -26,9 +25,7 @@ from core.secrets import secret_scrubber
 from critics.registry import verify
 from memory.store import TrajectoryStore
 from orchestrator.config import Config
-from orchestrator.runner import RoleModels, RunSummary, resolve_adapter, summarize
-
-OnTrajectory = Callable[[Trajectory], None]
+from orchestrator.runner import OnTrajectory, RoleModels, RunSummary, resolve_adapter, summarize
 
 
 async def sample_run(
