@@ -22,11 +22,11 @@ from core.files import write_atomic
 
 RATES_FILE = "rates.json"
 DEFAULT_RATES = {
-    "eval": 0.35,    # s per greedily evaluated task (48-token replies, 32 in flight)
-    "sample": 0.12,  # s per sampled reply
+    "eval": 0.3,     # s per greedily evaluated task (48-token replies, 32 in flight)
+    "sample": 0.25,  # s per sampled reply
     "loop": 1.5,     # s per task of a feedback/reference collection run
     "train": 0.75,   # s per training row and epoch (LoRA, batch 8)
-    "drift": 0.15,   # s per sequence of the KL measurement
+    "drift": 0.1,    # s per sequence of the KL measurement
 }
 FIXED = {"train": 25.0, "drift": 10.0}
 """Seconds of model loading a stage pays once."""

@@ -281,8 +281,7 @@ class _Cycle:
         if mode != "gold" and not any(t.outcome == "solved" for t in trajectories):
             return RoundReport(**common, holdout_after=None, retention_after=None,
                                promoted=False, adapter=None, seconds=_rounded(seconds),
-                               reason="no training task was solved, so there is nothing to "
-                                      "distill"), None
+                               reason=_nothing_solved(cfg)), None
         rehearsed: dict[str, int] = {}
         if suites.rehearsal:
             say.stage(number, "rehearsing: the champion answers the rehearsal tasks alone",
@@ -420,6 +419,15 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         seconds[stage] = seconds.get(stage, 0.0) + time.monotonic() - started
+
+
+def _nothing_solved(config: Config) -> str:
+    reason = "no training task was solved, so there is nothing to distill"
+    if config.improve.collect == "samples":
+        reason += (f" (no right answer in {config.improve.samples} samples per task: try a "
+                   "larger improve.samples, tasks the model sometimes gets right, or "
+                   "--collect feedback/reference/gold)")
+    return reason
 
 
 def _row_epochs(manifest: AdapterManifest) -> float:
