@@ -230,7 +230,8 @@ def eval_(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """pass@1 with no hints, no memory (unless --memory), one greedy attempt per task."""
+    """pass@1 with no hints, no memory (unless --memory), one greedy attempt per task
+    (replies capped as in improve: improve.profile)."""
     from orchestrator.evaluate import evaluate_spec
 
     cfg = _config(config, {"models.generator": model, "run.concurrency": concurrency})
@@ -290,28 +291,38 @@ def improve(
     rehearsal: Annotated[Optional[str], typer.Option(
         "--rehearsal", help="Tasks of skills to keep: the champion's own right answers to "
         "them are replayed in training (no prompt may be a holdout or retention prompt).")] = None,
+    test: Annotated[Optional[str], typer.Option(
+        "--test", help="Tasks scored only after each decision: a gain not used to select.")] = None,
+    collect: Annotated[Optional[str], typer.Option(
+        "--collect", help="samples|feedback|reference|gold: the model's own verified samples "
+        "(default), feedback hints, the answer in the hints, or the tasks' own answers.")] = None,
+    samples: Annotated[Optional[int], typer.Option(
+        "--samples", help="Replies per training task for --collect samples (k).")] = None,
     rounds: Annotated[Optional[int], typer.Option("--rounds")] = None,
     margin: Annotated[Optional[float], typer.Option("--margin", help="Required holdout gain.")] = None,
     tolerance: Annotated[Optional[float], typer.Option(
         "--tolerance", help="Allowed retention loss.")] = None,
+    confidence: Annotated[Optional[float], typer.Option(
+        "--confidence", help="Significance the holdout gain needs (paired test).")] = None,
+    max_kl: Annotated[Optional[float], typer.Option(
+        "--max-kl", help="Refuse candidates drifting more from the base (KL per token).")] = None,
+    pass_k: Annotated[Optional[int], typer.Option(
+        "--pass-k", help="Also measure pass@k on the test suite (else the holdout), k samples per task.")] = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency")] = None,
     start: StartOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Collect with reference hints, distill, gate on holdout/retention; promote or not.
-    Exits 1 when no round promoted its candidate."""
+    """Collect (by default the model's own verified samples), distill, gate on a paired
+    test over holdout/retention; promote or not. Exits 1 when no round promoted."""
+    from orchestrator.config import IMPROVE_OPTIONS
     from orchestrator.improve import improve_specs
 
-    cfg = _config(config, {"improve.rounds": rounds, "improve.margin": margin,
-                           "improve.tolerance": tolerance, "run.concurrency": concurrency,
-                           "distill.start": start})
-    def on_stage(round_no: int, what: str) -> None:
-        label = f"round {round_no}: " if round_no else ""
-        err.print(f"[bold]{label}{what}[/]", highlight=False)
-
-    report = improve_specs(cfg, spec, holdout=holdout, retention=retention,
-                           rehearsal=rehearsal, on_stage=on_stage)
+    given = locals()
+    cfg = _config(config, {key: given[name] for name, key in IMPROVE_OPTIONS.items()})
+    with ImproveProgress(err) as progress:
+        report = improve_specs(cfg, spec, holdout=holdout, retention=retention,
+                               rehearsal=rehearsal, test=test, progress=progress)
     if as_json:
         _print_json(report.model_dump(mode="json"))
     else:
@@ -320,27 +331,83 @@ def improve(
         raise typer.Exit(1)
 
 
+def _labels(labels: dict[str, int]) -> str:
+    """``self 40 · gold 0``: rows per supervision label."""
+    return " · ".join(f"{label} {n}" for label, n in labels.items()) or "-"
+
+
 def _print_improve_report(report) -> None:
     def rate(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
     table = Table(title="improve")
     rehearsed = any(r.rehearsal_total for r in report.rounds)
-    for column in ("round", "train solved", *(["rehearsal kept"] if rehearsed else []),
-                   "holdout before", "holdout after", "retention before", "retention after",
-                   "adapter", "decision"):
+    tested = any(r.test_after is not None for r in report.rounds)
+    for column in ("round", "collect", "train solved", *(["rehearsal kept"] if rehearsed else []),
+                   "rows by label", "holdout before", "holdout after", "p (won/lost)",
+                   "retention before", "retention after", "KL",
+                   *(["test before", "test after"] if tested else []), "adapter", "decision"):
         table.add_column(column)
     for r in report.rounds:
         decision = "[green]promoted[/]" if r.promoted else "[yellow]kept champion[/]"
         kept = [f"{r.rehearsal_kept}/{r.rehearsal_total}" if r.rehearsal_total else "-"]
-        table.add_row(str(r.round), f"{r.train_solved}/{r.train_total}",
-                      *(kept if rehearsed else []), rate(r.holdout_before),
-                      rate(r.holdout_after), rate(r.retention_before), rate(r.retention_after),
+        evidence = "-" if r.p_value is None else f"{r.p_value:.3f} ({r.wins}/{r.losses})"
+        kl = "-" if r.kl is None else f"{r.kl:.4f}"
+        table.add_row(str(r.round), r.collect, f"{r.train_solved}/{r.train_total}",
+                      *(kept if rehearsed else []), _labels(r.labels), rate(r.holdout_before),
+                      rate(r.holdout_after), evidence, rate(r.retention_before),
+                      rate(r.retention_after), kl,
+                      *([rate(r.test_before), rate(r.test_after)] if tested else []),
                       r.adapter or "-", decision)
     out.print(table)
     for r in report.rounds:
         out.print(f"round {r.round}: {r.reason}", highlight=False)
+        if r.labels and set(r.labels) <= {"gold"}:
+            out.print(f"round {r.round} trained on gold rows only: supervised fine-tuning on "
+                      "the tasks' own answers, not self-improvement", highlight=False)
     out.print(f"champion: {report.champion or 'none (base model)'}", highlight=False)
+
+
+class ImproveProgress:
+    """``improve``'s progress on stderr: the estimate before each round, a line per
+    stage, and a bar for stages that count tasks."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._console = console
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                                  transient=True)
+        self._bar = None
+
+    def __enter__(self) -> "ImproveProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)
+
+    def stage(self, round_no: int, what: str, total: int | None = None) -> None:
+        if self._bar is not None:
+            self._progress.remove_task(self._bar)
+            self._bar = None
+        label = f"round {round_no}: " if round_no else ""
+        self._console.print(f"[bold]{label}{what}[/]", highlight=False)
+        if total:
+            self._bar = self._progress.add_task(f"{label}{what}", total=total)
+
+    def advance(self, trajectory=None) -> None:
+        if self._bar is not None:
+            self._progress.advance(self._bar)
+
+    def estimate(self, round_no: int, seconds: dict[str, float]) -> None:
+        from orchestrator.estimate import minutes
+
+        parts = ", ".join(f"{stage} {minutes(s)}" for stage, s in seconds.items())
+        what = f"round {round_no}" if round_no else "the base evaluation and round 1"
+        self._console.print(f"estimate for {what}: ~{minutes(sum(seconds.values()))} "
+                            f"({parts}; from measured rates)", highlight=False)
 
 
 class RunProgress:
@@ -500,6 +567,9 @@ def adapters_show(
     table = Table(title=f"adapter {manifest.name}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
+    if manifest.dataset is not None:
+        labels = manifest.dataset.counts_per_label
+        table.add_row("rows by label", _labels(labels) if labels else "not recorded")
     for key, value in data.items():
         # Long lists (e.g. the dataset's trajectory ids) are cut here; --json has them all.
         shown = Pretty(value, max_length=20) if isinstance(value, (dict, list)) else str(value)

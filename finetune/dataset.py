@@ -20,15 +20,21 @@ Rows use TRL's conversational formats, so ``finetune.train`` hands them to TRL a
      "trajectory_id": ..., "rejected_trajectory_id": ..., "task_id": ..., "family": ...}
 
 The metadata columns are provenance for people and manifests; ``finetune.train``
-drops them before TRL sees the rows.
+drops them before TRL sees the rows. Every row also carries its supervision ``label``
+(:data:`finetune.settings.Label`): ``gold`` when the completion is the task's own text
+(its worked solution or answer, :func:`gold_rows` or ``completion="worked"``), else
+``rationalized`` when a hint before the verified reply saw the answer or tests,
+``human`` when a person gave a hint before it, and ``self`` otherwise (the model's own
+reply, found without seeing the answer). Manifests count rows per label.
 
 Completions are normalized into the format evaluation extracts from (``core.answer_format``):
 short answers keep their reasoning and end with exactly one ``Answer: X`` line; code is
 one fenced python block. Training and evaluation therefore agree on format.
 
-Guards: only verified attempts become completions; one example per task id (and per
-identical prompt+completion); an optional cap per family with a deterministic choice;
-and a leakage check that refuses any training prompt that is also an evaluation prompt.
+Guards: only verified attempts become completions; at most ``max_per_task`` examples
+per task id, each a different verified reply (and one per identical prompt+completion);
+an optional cap per family with a deterministic choice; and a leakage check that refuses
+any training prompt that is also an evaluation prompt.
 """
 
 from __future__ import annotations
@@ -48,37 +54,67 @@ from core.errors import ConfigError
 from core.files import write_atomic
 from core.leakage import check_leakage, prompt_hash
 from core.records import Attempt, Task, Trajectory
-from finetune.settings import Method, Target
+from finetune.settings import LABELS, Label, Method, Target
 
 Row = dict[str, Any]
 
-METADATA_COLUMNS = ("trajectory_id", "rejected_trajectory_id", "task_id", "family")
+METADATA_COLUMNS = ("trajectory_id", "rejected_trajectory_id", "task_id", "family", "label")
 """Provenance columns on every row; not training inputs."""
 
 # -- completions -------------------------------------------------------------------------
 
 
-def verified_attempt(t: Trajectory) -> Attempt | None:
-    """The attempt that passed verification, or None when ``t`` is not verified (outcome
-    unsolved, no passing attempt, or the passing attempt recorded a provider error)."""
+def verified_attempts(t: Trajectory) -> list[Attempt]:
+    """The attempts that passed verification (without a provider error), in order; none
+    when ``t`` is not verified. A loop trajectory has at most one (the loop stops there);
+    a ``samples`` trajectory may have several independent ones."""
     if t.outcome != "solved":
-        return None
-    for attempt in t.attempts:
-        if attempt.verdict.passed and attempt.error is None:
-            return attempt
-    return None
+        return []
+    return [a for a in t.attempts if a.verdict.passed and a.error is None]
 
 
-def _completion(task: Task, attempt: Attempt, completion: Target) -> str | None:
-    """The example's completion for the verified ``attempt`` (None: no usable one)."""
+def row_label(t: Trajectory, attempt: Attempt, from_task: bool = False) -> Label:
+    """The supervision label of a row whose completion comes from ``attempt`` of ``t``
+    (``from_task``: the completion is the task's own text instead). Precedence: ``gold``,
+    then ``rationalized`` (a hint before the attempt saw the reference answer or tests),
+    ``human`` (a person hinted before it), ``self``."""
+    if from_task:
+        return "gold"
+    hints = [a.hint for a in t.attempts if a.index < attempt.index and a.hint is not None]
+    if any(h.used_privileged or h.source == "reference" for h in hints):
+        return "rationalized"
+    if any(h.source == "person" for h in hints):
+        return "human"
+    return "self"
+
+
+def _completion(task: Task, attempt: Attempt, completion: Target) -> tuple[str, bool] | None:
+    """The example's completion for the verified ``attempt`` and whether it is the task's
+    own text (None: no usable completion)."""
     worked = task.privileged.worked_solution
     if completion == "worked" and worked and task.answer_format == "short":
-        return normalize_reply(worked, "short", task.privileged.reference_answer)
+        text = normalize_reply(worked, "short", task.privileged.reference_answer)
+        return None if text is None else (text, True)
     reply = _without_retry_echo(attempt, task.answer_format)
     if reply is None:
         return None
-    return normalize_reply(reply, task.answer_format, attempt.answer,
+    text = normalize_reply(reply, task.answer_format, attempt.answer,
                            reasoning=completion != "answer")
+    return None if text is None else (text, False)
+
+
+def gold_completion(task: Task, completion: Target = "worked") -> str | None:
+    """The task's own target: its worked solution then the answer line (unless
+    ``completion`` is ``answer``), else its reference answer; None without one."""
+    reference = (task.privileged.reference_answer or "").strip()
+    if not reference:
+        return None
+    if task.answer_format == "code":
+        return normalize_reply(reference, "code", reference)
+    worked = task.privileged.worked_solution
+    if worked and completion != "answer":
+        return normalize_reply(worked, "short", reference)
+    return normalize_reply("", "short", reference, reasoning=False)
 
 
 def _without_retry_echo(attempt: Attempt, answer_format: str) -> str | None:
@@ -113,17 +149,21 @@ def sft_rows(
     max_per_family: int | None = None,
     seed: int = 0,
     completion: Target = "reply",
+    max_per_task: int = 1,
 ) -> list[Row]:
-    """One SFT row per verified task (see the module docstring for the row shape).
+    """SFT rows from the verified replies (see the module docstring for the row shape).
 
-    Unverified trajectories and replies without an answer are skipped. Duplicates (same
-    task id, or same normalized prompt and completion) keep the first in input order.
+    Unverified trajectories and replies without an answer are skipped. Each task gives
+    at most ``max_per_task`` rows, the first verified replies in input order whose
+    normalized completions differ; a prompt and completion already taken (under another
+    task id) are not taken again.
     ``max_per_family`` keeps at most that many rows per family, chosen by a seeded hash
     of the task id (stable across runs and input order). Raises ``ConfigError`` when a
     kept prompt's hash is in ``eval_hashes`` (see :func:`check_leakage`). ``completion``
     picks what short-answer rows teach (see :data:`finetune.settings.Target`).
     """
-    return _finish(_sft_candidates(trajectories, completion), eval_hashes, max_per_family, seed)
+    rows = _sft_candidates(trajectories, completion, max_per_task)
+    return _finish(rows, eval_hashes, max_per_family, seed)
 
 
 def dpo_rows(
@@ -133,6 +173,7 @@ def dpo_rows(
     max_per_family: int | None = None,
     seed: int = 0,
     completion: Target = "reply",
+    max_per_task: int = 1,
 ) -> list[Row]:
     """One preference pair per verified task: chosen = the verified reply (normalized as
     in :func:`sft_rows`), rejected = a failed attempt at the same task whose normalized
@@ -145,7 +186,7 @@ def dpo_rows(
     layout; otherwise the raw reply is kept. Attempts with a provider error or an empty
     reply never serve. Tasks with no usable failure give no pair. Dedup, cap, leakage and
     ``completion`` as in :func:`sft_rows` (rejected replies keep their reasoning unless
-    it is ``answer``).
+    it is ``answer``); the label is the chosen reply's.
     """
     trajectories = list(trajectories)
     failures: dict[str, list[tuple[str, str]]] = {}  # task id -> [(trajectory id, reply)]
@@ -155,7 +196,7 @@ def dpo_rows(
                 rejected = _rejected_text(t.task, attempt, completion != "answer")
                 failures.setdefault(t.task.id, []).append((t.id, rejected))
     rows: list[Row] = []
-    for row in _sft_candidates(trajectories, completion):
+    for row in _sft_candidates(trajectories, completion, max_per_task):
         chosen = row["completion"][0]["content"]
         own = [f for f in failures.get(row["task_id"], []) if f[0] == row["trajectory_id"]]
         others = [f for f in failures.get(row["task_id"], []) if f[0] != row["trajectory_id"]]
@@ -170,37 +211,64 @@ def dpo_rows(
             "rejected_trajectory_id": rejected[0],
             "task_id": row["task_id"],
             "family": row["family"],
+            "label": row["label"],
             "_task": row["_task"],
         })
     return _finish(rows, eval_hashes, max_per_family, seed)
 
 
-def _sft_candidates(trajectories: Iterable[Trajectory], completion: Target) -> list[Row]:
+def _sft_candidates(trajectories: Iterable[Trajectory], completion: Target,
+                    max_per_task: int = 1) -> list[Row]:
     """Deduplicated SFT rows in input order, each with a private ``_task`` column."""
+    if max_per_task < 1:
+        raise ConfigError(f"max_per_task must be at least 1 (got {max_per_task})")
     rows: list[Row] = []
-    seen_tasks: set[str] = set()
+    per_task: Counter[str] = Counter()
     seen_pairs: set[tuple[str, str, str]] = set()
     for t in trajectories:
-        attempt = verified_attempt(t)
-        if attempt is None or t.task.id in seen_tasks:
-            continue
-        text = _completion(t.task, attempt, completion)
-        if text is None:
-            continue
-        pair = (prompt_hash(t.task.prompt), t.task.answer_format, text)
-        if pair in seen_pairs:
-            continue
-        seen_tasks.add(t.task.id)
-        seen_pairs.add(pair)
-        rows.append({
-            "prompt": _prompt(t.task),
-            "completion": _assistant(text),
-            "trajectory_id": t.id,
-            "task_id": t.task.id,
-            "family": t.task.family,
-            "_task": t.task,
-        })
+        for attempt in verified_attempts(t):
+            if per_task[t.task.id] >= max_per_task:
+                break
+            made = _completion(t.task, attempt, completion)
+            if made is None:
+                continue
+            text, from_task = made
+            pair = (prompt_hash(t.task.prompt), t.task.answer_format, text)
+            if pair in seen_pairs:
+                continue
+            per_task[t.task.id] += 1
+            seen_pairs.add(pair)
+            rows.append(_row(t.task, text, row_label(t, attempt, from_task), t.id))
     return rows
+
+
+def _row(task: Task, text: str, label: Label, trajectory_id: str | None) -> Row:
+    return {"prompt": _prompt(task), "completion": _assistant(text),
+            "trajectory_id": trajectory_id, "task_id": task.id, "family": task.family,
+            "label": label, "_task": task}
+
+
+def gold_rows(
+    tasks: Iterable[Task],
+    *,
+    eval_hashes: Collection[str] = (),
+    max_per_family: int | None = None,
+    seed: int = 0,
+    completion: Target = "worked",
+) -> list[Row]:
+    """One SFT row per task that carries a reference answer, whose completion is the
+    task's own text (:func:`gold_completion`), labelled ``gold``: supervised fine-tuning
+    on the task generator's answers, with no model involved. Dedup, cap and leakage as
+    in :func:`sft_rows`."""
+    rows: list[Row] = []
+    seen: set[str] = set()
+    for task in tasks:
+        text = gold_completion(task, completion)
+        if text is None or task.id in seen:
+            continue
+        seen.add(task.id)
+        rows.append(_row(task, text, "gold", None))
+    return _finish(rows, eval_hashes, max_per_family, seed)
 
 
 def build_rows(
@@ -211,12 +279,13 @@ def build_rows(
     max_per_family: int | None = None,
     seed: int = 0,
     completion: Target = "reply",
+    max_per_task: int = 1,
 ) -> list[Row]:
     """Rows for ``method``: SFT rows, DPO pairs, or (``sft+dpo``) SFT rows followed by
     DPO pairs in one list, which is what ``train_lora(method="sft+dpo")`` reads."""
     trajectories = list(trajectories)
     kwargs = {"eval_hashes": eval_hashes, "max_per_family": max_per_family, "seed": seed,
-              "completion": completion}
+              "completion": completion, "max_per_task": max_per_task}
     if method == "sft":
         return sft_rows(trajectories, **kwargs)
     if method == "dpo":
@@ -288,6 +357,9 @@ class DatasetManifest(BaseModel):
     memory_rows: int = 0
     """Rows whose trajectory had retrieved memory (cases, lessons) in the generator's
     prompt when it was collected; the rows' prompts never hold it."""
+    counts_per_label: dict[str, int] = Field(default_factory=dict)
+    """Rows per supervision label (``self``, ``rationalized``, ``gold``, ``human``; see
+    :data:`finetune.settings.Label`). Empty in manifests written before labels existed."""
 
 
 def row_kind(row: Row) -> Literal["sft", "dpo"]:
@@ -341,11 +413,20 @@ def write_dataset(
         task_ids=sorted({row["task_id"] for row in rows if row.get("task_id")}),
         counts_per_family=_family_counts(rows),
         completion=completion,
+        counts_per_label=label_counts(rows),
     )
 
 
 def _family_counts(rows: Sequence[Row]) -> dict[str, int]:
     return dict(sorted(Counter(row.get("family", "default") for row in rows).items()))
+
+
+def label_counts(rows: Sequence[Row]) -> dict[str, int]:
+    """Rows per supervision label, in :data:`LABELS` order; a row without one (written
+    before labels existed) counts as ``unlabelled``."""
+    counts = Counter(row.get("label") or "unlabelled" for row in rows)
+    order = [*LABELS, "unlabelled"]
+    return {label: counts[label] for label in order if counts[label]}
 
 
 def read_dataset(path: Path | str) -> list[Row]:

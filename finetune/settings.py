@@ -102,3 +102,12 @@ Target = Literal["reply", "answer", "worked"]
 reasoning, then the answer line); ``answer``, the answer line alone; ``worked``, the
 task's worked solution then the answer line, for tasks that carry one (others: as
 ``reply``)."""
+
+
+Label = Literal["self", "rationalized", "gold", "human"]
+"""Where a training target came from (its supervision label): ``self``, the model's own
+reply, found without seeing the answer; ``rationalized``, the model's reply after a hint
+showed it the answer (or the tests); ``gold``, text the task's generator wrote (its
+worked solution or answer), not the model; ``human``, the model's reply after a person's
+hint. Only ``self`` rows are the model improving itself."""
+LABELS: tuple[str, ...] = ("self", "rationalized", "gold", "human")

@@ -122,6 +122,9 @@ class DistillConfig(_Section):
     the champion's LoRA rank, alpha and modules apply). ``base`` when there is no champion."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """LoRA and optimizer settings."""
+    max_per_task: int = Field(2, ge=1, le=64)
+    """At most this many training examples per task, each a different verified reply
+    (``samples`` collection finds several per task; other collections one)."""
 
 
 class ImproveConfig(_Section):
@@ -130,9 +133,36 @@ class ImproveConfig(_Section):
     margin: float = Field(0.05, ge=0.0, le=1.0)
     """A candidate must beat the champion's holdout pass@1 by at least this much."""
     tolerance: float = Field(0.02, ge=0.0, le=1.0)
-    """...and may lose at most this much pass@1 on the retention suite."""
+    """...and may lose at most this much pass@1 on the retention suite (a larger loss
+    refuses the candidate when it is significant at ``confidence``)."""
     rounds: int = Field(1, ge=1, le=100)
     """Collect-distill-gate rounds per ``improve`` call."""
+    collect: Literal["samples", "feedback", "reference", "gold"] = "samples"
+    """Where training targets come from. ``samples``: ``samples`` replies per training
+    task at ``temperature``, no hints, the verified ones kept (expert iteration; label
+    ``self``). ``feedback``: the loop with critique and verifier feedback, never the
+    answer (label ``self``). ``reference``: the loop with the reference answer in the
+    hints (label ``rationalized``). ``gold``: the task's worked solution or answer,
+    no model (label ``gold``: supervised fine-tuning, not self-improvement)."""
+    samples: int = Field(8, ge=1, le=64)
+    """Replies per training task for ``samples`` collection (the k of pass@k)."""
+    temperature: float = Field(0.7, gt=0.0, le=2.0)
+    """Sampling temperature of ``samples`` collection and of pass@k evaluation."""
+    confidence: float = Field(0.95, ge=0.5, lt=1.0)
+    """A holdout gain must be significant at this confidence (exact one-sided McNemar
+    test on the tasks where candidate and champion differ); a retention loss beyond
+    ``tolerance`` refuses only when significant at it too."""
+    max_kl: float | None = Field(None, gt=0.0)
+    """Refuse a candidate whose mean per-token KL divergence from the base model, on
+    the base's own replies to the retention prompts, is larger (None: report only)."""
+    pass_k: int = Field(0, ge=0, le=64)
+    """Also measure pass@k with this many sampled replies per task of the test suite (of
+    the holdout when there is none; 0: greedy pass@1 only; costs k replies per task)."""
+    profile: Literal["auto", "fast", "loop"] = "auto"
+    """Generation budget of improve's collection and evaluation. ``fast``: replies of
+    at most 48 tokens, critiques and hints of 32, 2 loop attempts, the reference hint
+    without a model call, 32 tasks in flight. ``loop``: ``[loop]`` and ``[run]`` as
+    configured. ``auto``: ``fast`` for the embedded model, ``loop`` for others."""
 
 
 class ScheduleConfig(_Section):
@@ -213,6 +243,14 @@ class Config(_Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
 
+
+IMPROVE_OPTIONS = {
+    "rounds": "improve.rounds", "margin": "improve.margin", "tolerance": "improve.tolerance",
+    "concurrency": "run.concurrency", "start": "distill.start", "collect": "improve.collect",
+    "samples": "improve.samples", "confidence": "improve.confidence", "max_kl": "improve.max_kl",
+    "pass_k": "improve.pass_k",
+}
+"""``improve``'s options that set a config key (the command and scheduled jobs alike)."""
 def load_config(path: Path | None = None, *, cwd: Path | None = None) -> Config:
     """Load the configuration.
 

@@ -18,7 +18,7 @@ from typing import Any
 from agents.local.resolve import is_local
 from core.errors import ConfigError
 from core.leakage import prompt_hashes
-from finetune.dataset import build_rows, write_dataset
+from finetune.dataset import build_rows, gold_rows, write_dataset
 from finetune.registry import AdapterManifest, AdapterRegistry, check_name
 from finetune.settings import Method
 from core.records import Task, Trajectory
@@ -61,6 +61,7 @@ def distill(
     method: Method | None = None,
     exclude: Iterable[Task] = (),
     callbacks: Sequence[Any] = (),
+    gold: Iterable[Task] = (),
 ) -> AdapterManifest:
     """Train a LoRA adapter for ``config.models.generator`` on the verified ones among
     ``trajectories`` and add it to the registry as a candidate named ``name`` (default:
@@ -68,6 +69,9 @@ def distill(
 
     With ``distill.start = "champion"`` and a champion, training continues the
     champion's adapter (which stays as it was) instead of starting a new one.
+
+    ``gold`` are tasks whose own worked solution or answer becomes an SFT row each
+    (label ``gold``, see ``finetune.dataset.gold_rows``), beside the trajectories' rows.
 
     ``exclude`` are evaluation tasks: a training prompt equal to one of theirs is
     refused (``ConfigError`` naming the overlap). Also ``ConfigError``: a generator
@@ -82,10 +86,17 @@ def distill(
         raise ConfigError(f"adapter {name} already exists; pick another --name")
     start = start_adapter(config, registry, base_model)
     trajectories = list(trajectories)  # read twice: the rows, then which had memory
-    rows = build_rows(trajectories, method, eval_hashes=prompt_hashes(exclude),
-                      max_per_family=config.distill.max_per_family,
-                      seed=config.distill.train.seed,
-                      completion=config.distill.completion)
+    settings = {"eval_hashes": prompt_hashes(exclude), "seed": config.distill.train.seed,
+                "max_per_family": config.distill.max_per_family}
+    rows = build_rows(trajectories, method, completion=config.distill.completion,
+                      max_per_task=config.distill.max_per_task, **settings)
+    gold = list(gold)
+    if gold and method == "dpo":
+        raise ConfigError("gold rows are prompt-completion examples, which dpo does not "
+                          "train on; use --method sft or sft+dpo")
+    if gold:
+        completion = "answer" if config.distill.completion == "answer" else "worked"
+        rows = gold_rows(gold, completion=completion, **settings) + rows
     if not rows:
         raise ConfigError(
             "no verified trajectories to learn from (or, for dpo, none with a failed attempt "

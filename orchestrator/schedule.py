@@ -42,7 +42,9 @@ from memory.jobs import (
     SCHEDULE_DB, Budget, ImproveArgs, JobDefinition, JobRun, Trigger, open_jobs,
 )
 from memory.store import open_store
-from orchestrator.config import CONFIG_FILE_NAME, Config, ScheduleConfig, load_config, with_overrides
+from orchestrator.config import (
+    CONFIG_FILE_NAME, IMPROVE_OPTIONS, Config, ScheduleConfig, load_config, with_overrides,
+)
 
 if TYPE_CHECKING:
     from orchestrator.improve import Suites
@@ -51,12 +53,9 @@ JOB_FUNCTION = "orchestrator.worker:fire"
 """What APScheduler calls with the job name (by reference: its store is persistent)."""
 
 SUITE_OPTIONS = {"spec": "train", "holdout": "holdout", "retention": "retention",
-                 "rehearsal": "rehearsal"}
+                 "rehearsal": "rehearsal", "test": "test"}
 """``improve`` parameters that name task suites -> the suite's role in ``Suites``."""
-CONFIG_OPTIONS = {"rounds": "improve.rounds", "margin": "improve.margin",
-                  "tolerance": "improve.tolerance", "concurrency": "run.concurrency",
-                  "start": "distill.start"}
-"""``improve`` parameters that set a config key (as the ``improve`` command does)."""
+CONFIG_OPTIONS = IMPROVE_OPTIONS
 UNUSED_OPTIONS = {"as_json", "config"}
 """``--json`` means nothing to a job (its record and log are its output); ``--config``
 names the job's config file."""

@@ -14,6 +14,7 @@ from finetune.dataset import (
     DatasetManifest,
     build_rows,
     dpo_rows,
+    gold_rows,
     read_dataset,
     sft_rows,
     write_dataset,
@@ -246,3 +247,89 @@ def test_read_dataset_rejects_files_it_did_not_write(tmp_path):
         read_dataset(bad)
     with pytest.raises(ConfigError):
         read_dataset(tmp_path / "missing.jsonl")
+
+
+# -- supervision labels ---------------------------------------------------------------------
+
+
+def with_reference(i: int, worked: str | None = None) -> Task:
+    return task(i).model_copy(update={"privileged": Privileged(
+        reference_answer=str(i + 3), worked_solution=worked)})
+
+
+def sampled(i: int, replies: list[tuple[str, bool]]) -> Trajectory:
+    """A ``samples`` trajectory: independent replies to the evaluation prompt, no hints."""
+    t = with_reference(i)
+    prompt = evaluation_messages(t)
+    attempts = [Attempt(index=n, messages=prompt, reply=reply,
+                        answer=extract_answer(reply, "short"), verdict=PASS if ok else FAIL,
+                        model="local/smollm2", temperature=0.7)
+                for n, (reply, ok) in enumerate(replies, start=1)]
+    return trajectory(t, attempts, "solved" if any(ok for _, ok in replies) else "unsolved")
+
+
+def test_self_rows_are_the_models_own_verified_replies_and_nothing_else():
+    samples = sampled(1, [("1 + 3 = 5\nAnswer: 5", False), ("1 + 3 = 4\nAnswer: 4", True),
+                          ("Four.\nAnswer: 4", True), ("1 + 3 = 4\nAnswer: 4", True)])
+    rows = sft_rows([samples], max_per_task=3)
+    # Two different verified replies (the third repeats the first); the wrong one never.
+    assert [r["completion"][0]["content"] for r in rows] == ["1 + 3 = 4\nAnswer: 4", "Four.\nAnswer: 4"]
+    assert all(r["label"] == "self" for r in rows)
+    model_text = {a.reply for a in samples.attempts if a.verdict.passed}
+    assert all(r["completion"][0]["content"] in model_text for r in rows)
+    assert "4" not in json.dumps(rows[0]["prompt"]).replace("Answer: <answer>", "")
+    # The cap per task keeps the first verified replies.
+    assert len(sft_rows([samples], max_per_task=1)) == 1
+    with pytest.raises(ConfigError, match="max_per_task"):
+        sft_rows([samples], max_per_task=0)
+
+
+def test_a_reply_after_a_critique_is_self_after_the_answer_is_rationalized_after_a_person_human():
+    assert sft_rows([hinted(1)])[0]["label"] == "self"  # a model critique, no answer in it
+
+    def after(hint: Hint) -> Trajectory:
+        t = with_reference(2)
+        return trajectory(t, [attempt(1, "Answer: 9", "9", FAIL, hint=hint),
+                              attempt(2, "2 + 3 = 5\nAnswer: 5", "5", PASS)])
+
+    shown = Hint(text="The correct answer is 5.", source="reference", author="reference answer",
+                 policy="reference", used_privileged=True)
+    model_saw_it = Hint(text="Think of 5.", source="model", author="m", policy="reference",
+                        used_privileged=True)
+    person = Hint(text="Count on from 2.", source="person", author="ada", policy="session")
+    assert sft_rows([after(shown)])[0]["label"] == "rationalized"
+    assert sft_rows([after(model_saw_it)])[0]["label"] == "rationalized"
+    assert sft_rows([after(person)])[0]["label"] == "human"
+    # A person's verdict that overruled the verifier is a failing attempt: never a target.
+    overruled = trajectory(with_reference(3), [attempt(1, "Answer: 6", "6", FAIL, hint=person)],
+                           "unsolved")
+    assert sft_rows([overruled]) == []
+
+
+def test_gold_rows_hold_only_the_task_generators_text():
+    worked = with_reference(4, worked="4 + 3 = 7")
+    bare = with_reference(5)
+    no_answer = task(6)
+    rows = gold_rows([worked, bare, no_answer, worked])
+    assert [(r["task_id"], r["completion"][0]["content"]) for r in rows] == [
+        ("t4", "4 + 3 = 7\nAnswer: 7"), ("t5", "Answer: 8")]
+    assert {r["label"] for r in rows} == {"gold"} and all(r["trajectory_id"] is None for r in rows)
+    assert rows[0]["prompt"] == evaluation_messages(worked)
+    assert gold_rows([worked], completion="answer")[0]["completion"][0]["content"] == "Answer: 7"
+    # A verified reply trained as the task's worked solution is gold, not the model's.
+    solved = trajectory(worked, [attempt(1, "Seven.\nAnswer: 7", "7", PASS)])
+    [row] = sft_rows([solved], completion="worked")
+    assert row["label"] == "gold" and row["completion"][0]["content"] == "4 + 3 = 7\nAnswer: 7"
+
+
+def test_manifests_count_rows_per_label(tmp_path):
+    rows = (sft_rows([sampled(7, [("Answer: 10", True)]), hinted(8)])
+            + gold_rows([with_reference(9, worked="9 + 3 = 12")]))
+    manifest = write_dataset(rows, tmp_path / "d.jsonl")
+    assert manifest.counts_per_label == {"self": 2, "gold": 1}
+    assert list(manifest.counts_per_label) == ["self", "gold"]  # the labels' own order
+    assert [r["label"] for r in read_dataset(manifest.path)] == ["self", "self", "gold"]
+    # Manifests written before labels existed still load, with no counts.
+    old = json.loads(manifest.model_dump_json())
+    del old["counts_per_label"]
+    assert DatasetManifest.model_validate(old).counts_per_label == {}

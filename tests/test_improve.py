@@ -69,13 +69,14 @@ def config(tmp_path, tiny_base, rounds: int) -> Config:
                   models=ModelsConfig(generator=f"local/{tiny_base}"),
                   loop=LoopConfig(max_attempts=2, max_resamples=0),
                   distill=DistillConfig(train=QUICK),
-                  improve=ImproveConfig(rounds=rounds, margin=0.1, tolerance=0.0))
+                  improve=ImproveConfig(rounds=rounds, margin=0.1, tolerance=0.0,
+                                        collect="reference", confidence=0.9))
 
 
 def suites() -> Suites:
     return Suites(train_spec="train", train=[add_task(i) for i in range(6)],
                   holdout_spec="holdout", holdout=[add_task(i) for i in range(20, 24)],
-                  retention_spec="retention", retention=[mul_task(i) for i in range(3)])
+                  retention_spec="retention", retention=[mul_task(i) for i in range(5)])
 
 
 async def test_a_round_that_helps_is_promoted_and_a_round_that_does_not_is_kept(tmp_path, tiny_base):
@@ -92,7 +93,7 @@ async def test_a_round_that_helps_is_promoted_and_a_round_that_does_not_is_kept(
     assert (second.holdout_before, second.holdout_after) == (1.0, 1.0)
     assert not second.promoted and second.adapter == "a0002" and "margin" in second.reason
     assert report.promoted_any and report.champion == "a0001"
-    assert set(first.seconds) == {"collect", "distill", "eval"}
+    assert set(first.seconds) == {"collect", "distill", "eval", "drift"}
 
     registry = AdapterRegistry(cfg.home)
     champion, candidate = registry.get("a0001"), registry.get("a0002")
@@ -124,7 +125,11 @@ async def test_a_round_that_helps_is_promoted_and_a_round_that_does_not_is_kept(
         assert all(t.attempts[0].adapter and t.attempts[0].adapter.endswith("a0001") for t in round2)
         assert all(t.hint_policy == "reference" for t in round2)
     with open_store(cfg.home, EVAL_STORE) as evals:
-        assert len(evals.list_runs()) == 2 + 2 * 2  # champion before, then each candidate
+        # The champion before, then each candidate; a candidate whose weights equal an
+        # evaluated adapter's (same rows, same seed) is read from the evaluation cache.
+        same = [(registry.path(n) / "adapter_model.safetensors").read_bytes() for n in ("a0001", "a0002")]
+        assert len(evals.list_runs()) == 2 + 2 * (2 if same[0] != same[1] else 1)
+    assert (second.seconds["eval"] < 1.0) == (same[0] == same[1])
 
 
 async def test_with_start_champion_a_round_continues_the_champions_adapter(tmp_path, tiny_base):
@@ -183,7 +188,7 @@ async def test_rehearsal_replays_what_the_champion_gets_right_alone(tmp_path, ti
 
     [only] = report.rounds
     assert (only.rehearsal_kept, only.rehearsal_total) == (4, 5)
-    assert set(only.seconds) == {"collect", "rehearse", "distill", "eval"}
+    assert set(only.seconds) == {"collect", "rehearse", "distill", "eval", "drift"}
     manifest = AdapterRegistry(cfg.home).get("a0001")
     assert manifest.dataset.counts_per_family == {"add": 6, "mul": 4}
     [rehearsal_run] = manifest.evaluation["gate"]["rehearsal_runs"]
@@ -200,6 +205,96 @@ async def test_rehearsal_replays_what_the_champion_gets_right_alone(tmp_path, ti
     with pytest.raises(ConfigError, match=r"rehearsal task.*\(mul/1\)"):
         await improve(cfg, leaky, models=models)
     assert models.generator.calls == []
+
+
+def sampler(learned: set[str]) -> ScriptedChatModel:
+    """A student who, alone, gets an ``add`` task right on every third sample (in its own
+    words each time) and, with an adapter trained on ``learned`` families, always."""
+    calls: dict[str, int] = {}
+
+    def reply(messages, params) -> str:
+        prompt = messages[1]["content"]
+        assert len(messages) == 2 and "Hint" not in prompt  # the evaluation prompt alone
+        if match := re.search(r"What is (\d+) \+", prompt):
+            family, right = "add", int(match.group(1)) * 2 + 7
+        else:
+            family, right = "mul", int(re.search(r"What is (\d+) \*", prompt).group(1)) * 3
+        calls[prompt] = calls.get(prompt, 0) + 1
+        if family == "mul" or (params.adapter is not None and family in learned):
+            return f"{right} it is.\nAnswer: {right}"
+        if params.temperature > 0 and calls[prompt] % 3 == 1:
+            return f"Counting up, I get {right} (take {calls[prompt]}).\nAnswer: {right}"
+        return f"Answer: {right + 1}"
+
+    return ScriptedChatModel(reply, model_id="fake/sampler")
+
+
+async def test_samples_rounds_train_on_the_models_own_verified_replies(tmp_path, tiny_base):
+    cfg = with_overrides(config(tmp_path, tiny_base, rounds=2), {
+        "improve.collect": "samples", "improve.samples": 6, "distill.start": "champion"})
+    models, teacher = roles(sampler(learned={"add"}))
+    first, second = (await improve(cfg, suites(), models=models)).rounds
+
+    assert teacher.calls == []  # no critic, no hint-giver: nothing but the model's samples
+    assert (first.collect, first.train_solved, first.train_pass_at_k) == ("samples", 6, 1.0)
+    assert first.promoted and (first.wins, first.losses) == (4, 0)
+    assert first.p_value == pytest.approx(1 / 16) and first.kl is not None and first.kl >= 0
+    # 6 samples per task, 2 right (takes 1 and 4) and different: the cap keeps 2 per task.
+    assert first.labels == {"self": 12} and first.rows == 12
+    registry = AdapterRegistry(cfg.home)
+    manifest = registry.get("a0001")
+    assert manifest.dataset.counts_per_label == {"self": 12}
+    with open_store(cfg.home) as store:
+        collected = store.trajectories(run_id=first.collect_run_id)
+        assert {len(t.attempts) for t in collected} == {6}
+        assert all(t.hint_policy == "none" and a.hint is None for t in collected for a in t.attempts)
+        verified = {a.reply for t in collected for a in t.attempts if a.verdict.passed}
+        round2 = store.trajectories(run_id=second.collect_run_id)
+    rows = [json.loads(line) for line in open(manifest.dataset.path)]
+    assert {r["completion"][0]["content"] for r in rows} <= verified
+    assert all("take" in r["completion"][0]["content"] for r in rows)
+
+    # Round 2 samples from round 1's champion (which now always answers right) and, as it
+    # continues that champion's adapter, trains on round 2's rows only.
+    assert all(a.adapter and a.adapter.endswith("a0001") for t in round2 for a in t.attempts)
+    assert second.train_pass_at_k == 1.0 and second.labels == {"self": 6}
+    candidate = registry.get("a0002")
+    assert candidate.started_from == "a0001"
+    assert set(candidate.dataset.trajectory_ids) <= {t.id for t in round2}
+    assert not second.promoted and "margin" in second.reason  # 1.00 -> 1.00
+
+
+async def test_a_gold_round_is_labelled_gold_and_the_test_suite_is_scored_after(tmp_path, tiny_base):
+    cfg = with_overrides(config(tmp_path, tiny_base, rounds=1), {"improve.collect": "gold"})
+    models, teacher = roles(student(learned={"add"}))
+    tested = suites().model_copy(update={"test_spec": "test",
+                                         "test": [add_task(i) for i in range(40, 43)]})
+    [only] = (await improve(cfg, tested, models=models)).rounds
+
+    assert only.collect_run_id is None and only.collect == "gold"
+    assert only.labels == {"gold": 6} and teacher.calls == []
+    # The generator answered evaluation prompts only (holdout, retention, test): no
+    # training task was ever put to it.
+    asked = {c.messages[1]["content"] for c in models.generator.calls}
+    assert not asked & {f"What is {i} + {i + 7}?\n\nEnd with the line 'Answer: <answer>'." for i in range(6)}
+    manifest = AdapterRegistry(cfg.home).get("a0001")
+    rows = [json.loads(line) for line in open(manifest.dataset.path)]
+    assert [r["completion"][0]["content"] for r in rows] == [f"Answer: {2 * i + 7}" for i in range(6)]
+    assert (only.test_before, only.test_after) == (0.0, 1.0)
+    assert manifest.evaluation["test"]["incumbent"] == "none"
+    assert manifest.evaluation["test"]["total"] == 3
+
+
+async def test_a_feedback_round_learns_from_replies_found_without_the_answer(tmp_path, tiny_base):
+    cfg = with_overrides(config(tmp_path, tiny_base, rounds=1), {"improve.collect": "feedback"})
+    models, teacher = roles(student(learned={"add"}))  # right after any hint
+    [only] = (await improve(cfg, suites(), models=models)).rounds
+    assert only.labels == {"self": 6}
+    with open_store(cfg.home) as store:
+        collected = store.trajectories(run_id=only.collect_run_id)
+    hints = [a.hint for t in collected for a in t.attempts if a.hint is not None]
+    assert hints and all(h.policy == "feedback" and not h.used_privileged for h in hints)
+    assert all("Correct answer" not in c.messages[-1]["content"] for c in teacher.calls)
 
 
 async def test_nothing_solved_means_nothing_trained(tmp_path, tiny_base):
