@@ -26,13 +26,16 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
+from core.errors import ModelError
 from core.leakage import prompt_hashes
 from core.records import RunRecord, Task
 from memory.store import TrajectoryStore
 from orchestrator.config import Config, with_overrides
 from orchestrator.evaluate import eval_config, evaluated_prompts
 from orchestrator.recall import open_memory
-from orchestrator.runner import OnTrajectory, RoleModels, execute_run, new_run_id, run_settings
+from orchestrator.runner import (
+    OnTrajectory, RoleModels, RunSummary, execute_run, new_run_id, run_settings,
+)
 
 
 class Collection(BaseModel):
@@ -75,8 +78,8 @@ async def collect(
         k, temperature = config.improve.samples, config.improve.temperature
         run = _new_run(cfg, "improve", spec, len(tasks), {"samples": k, "temperature": temperature})
         store.create_run(run)
-        await sample_run(cfg, tasks, store, run, k=k, temperature=temperature, models=models,
-                         on_trajectory=on_trajectory)
+        _complete(await sample_run(cfg, tasks, store, run, k=k, temperature=temperature,
+                                   models=models, on_trajectory=on_trajectory))
         pass_at_k, sampled = sample_rates(store.trajectories(run_id=run.run_id), len(tasks))
         return Collection(mode=mode, run_id=run.run_id, total=len(tasks),
                           solved=store.run_totals(run.run_id).solved, pass_at_k=pass_at_k,
@@ -87,8 +90,8 @@ async def collect(
     memory = open_memory(cfg, learn=True,
                          exclude=evaluated_prompts(cfg.home) | prompt_hashes(gate_tasks))
     try:
-        await execute_run(cfg, tasks, store, run, models=models, on_trajectory=on_trajectory,
-                          memory=memory)
+        _complete(await execute_run(cfg, tasks, store, run, models=models,
+                                    on_trajectory=on_trajectory, memory=memory))
     finally:
         if memory is not None:
             memory.close()
@@ -105,8 +108,17 @@ async def rehearse(
     cfg = eval_config(config, "champion")
     run = _new_run(cfg, "rehearse", spec, len(tasks))
     store.create_run(run)
-    await execute_run(cfg, tasks, store, run, models=models, on_trajectory=on_trajectory)
+    _complete(await execute_run(cfg, tasks, store, run, models=models, on_trajectory=on_trajectory))
     return run
+
+
+def _complete(summary: RunSummary) -> None:
+    """``ModelError`` when tasks of the collection could not be answered (a provider
+    error): a round is not trained on what an outage left (the stored part stays)."""
+    if summary.errors:
+        raise ModelError(f"collection run {summary.run_id} has {len(summary.errors)} unfinished "
+                         f"task(s) (first: {summary.errors[0]}); the round stopped before "
+                         "training. Fix the cause and run improve again.")
 
 
 def _new_run(cfg: Config, prefix: str, spec: str, total: int, extra: dict | None = None) -> RunRecord:

@@ -20,11 +20,12 @@ import time
 from agents.model import GenerationParams
 from core.answer_format import evaluation_messages, extract_answer
 from core.errors import ModelError, SandboxError
-from core.records import Attempt, RunRecord, Task, Trajectory, Verdict
-from core.secrets import secret_scrubber
+from core.records import Attempt, RunRecord, Task, TaskError, Trajectory, Verdict
+from core.secrets import scrub_secrets, secret_scrubber
 from critics.registry import verify
 from memory.store import TrajectoryStore
 from orchestrator.config import Config
+from orchestrator.lifecycle import owning
 from orchestrator.runner import OnTrajectory, RoleModels, RunSummary, resolve_adapter, summarize
 
 
@@ -58,19 +59,19 @@ async def sample_run(
             try:
                 trajectory = await sample_task(task, k, params, models, run.run_id)
             except Exception as exc:  # one task's failure never ends the collection
-                errors.append(f"{task.id}: {type(exc).__name__}: {exc}")
+                message = scrub_secrets(str(exc))
+                store.add_task_error(TaskError(run_id=run.run_id, task_id=task.id,
+                                               kind=type(exc).__name__, message=message))
+                errors.append(f"{task.id}: {type(exc).__name__}: {message}")
                 return
         store.add_trajectory(trajectory)
         if on_trajectory is not None:
             on_trajectory(trajectory)
 
-    store.set_run_status(run.run_id, "running")
-    try:
+    # Owned like any run (pid, heartbeat; interrupted on Ctrl-C): see lifecycle.owning.
+    with owning(store, run.run_id):
         await asyncio.gather(*(one(t) for t in tasks if t.id not in done))
-    except BaseException:
-        store.set_run_status(run.run_id, "interrupted")
-        raise
-    store.set_run_status(run.run_id, "finished" if not errors else "interrupted")
+        store.set_run_status(run.run_id, "failed" if errors else "finished")
     return summarize(store, run, seconds=time.monotonic() - started, errors=errors)
 
 
