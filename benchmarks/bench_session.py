@@ -82,7 +82,7 @@ def main() -> None:
     rows, latencies = [], []
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        config = Config(home=home, run=RunConfig(concurrency=16, adapter="none"),
+        config = Config(home=home, run=RunConfig(concurrency=16, adapter="none", memory=False),
                         loop=LoopConfig(hints="critique", **loop))
         models = build_models(config)
         for family, spec in FAMILIES.items():

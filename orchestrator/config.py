@@ -148,10 +148,11 @@ class ImproveConfig(_Section):
     """Replies per training task for ``samples`` collection (the k of pass@k)."""
     temperature: float = Field(0.7, gt=0.0, le=2.0)
     """Sampling temperature of ``samples`` collection and of pass@k evaluation."""
-    confidence: float = Field(0.95, ge=0.5, lt=1.0)
+    confidence: float = Field(0.95, ge=0.0, lt=1.0)
     """A holdout gain must be significant at this confidence (exact one-sided McNemar
     test on the tasks where candidate and champion differ); a retention loss beyond
-    ``tolerance`` refuses only when significant at it too."""
+    ``tolerance`` refuses only when significant at it too. 0 turns the test off: the
+    margin and tolerance alone decide (for tests and smoke runs, not for real use)."""
     max_kl: float | None = Field(None, gt=0.0)
     """Refuse a candidate whose mean per-token KL divergence from the base model, on
     the base's own replies to the retention prompts, is larger (None: report only)."""

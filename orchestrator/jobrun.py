@@ -4,8 +4,8 @@ The run holds the job lock (``<home>/job.lock``), so runs never overlap on a dat
 directory, and a run left ``running`` by a process that died is closed as
 ``interrupted`` by the next one. It calls ``improve`` through its public surface: the
 job's config and suites, role models wrapped so every call is counted in the run's
-ledger, and an ``on_stage`` callback. At each stage boundary the callback stops the run
-(by raising) when a signal asked it to stop or the budget is reached. A promotion only
+ledger, and an ``improve.Progress`` whose ``stage`` (called at each stage boundary) stops
+the run (by raising) when a signal asked it to stop or the budget is reached. A promotion only
 ever happens inside a round, right after its gate decision and before the next
 boundary, so a stopped run never leaves a half-promoted adapter; it may leave a
 candidate that was trained but not yet evaluated, which stays a candidate.
@@ -32,6 +32,7 @@ from memory.jobs import JobDefinition, JobRun, JobStore, RunCause, open_jobs
 from memory.store import open_store
 from orchestrator.budget import BudgetExceeded, Ledger, StopRequested, metered
 from orchestrator.config import Config
+from orchestrator.improve import Progress, improve
 from orchestrator.lock import JOB_LOCK, hold
 from orchestrator.report import adapter_result
 from orchestrator.runner import RoleModels, build_models, new_run_id
@@ -70,7 +71,6 @@ def run_job(config: Config, name: str, *, cause: RunCause, stop: threading.Event
 
 def _run(home: Path, job: JobDefinition, jobs: JobStore, *, cause: RunCause,
          stop: threading.Event, say: Say, models: RoleModels | None) -> JobRun:
-    from orchestrator.improve import improve
 
     registry = AdapterRegistry(home)
     existing = {m.name for m in registry.list()}
@@ -88,26 +88,29 @@ def _run(home: Path, job: JobDefinition, jobs: JobStore, *, cause: RunCause,
         log(f"run {run_id} ({cause}): improve {' '.join(job.improve.argv)}")
         log(f"budget: {job.budget.model_dump()}")
 
-        def on_stage(round_no: int, what: str) -> None:
-            nonlocal last_round
-            last_round = round_no
-            ledger.end_stage()
-            where = f"round {round_no}: {what}" if round_no else what
-            if stop.is_set():
-                raise StopRequested(f"stopped by a signal before {where}")
-            if (reached := ledger.over()) is not None:
-                raise BudgetExceeded(f"{reached}; stopped before {where}")
-            ledger.begin_stage(round_no, what)
-            log(f"{where} (so far: {ledger.tokens} tokens, ${ledger.cost_usd:.4f}, "
-                f"{ledger.seconds:.0f} s)")
-            jobs.save_run(_spent(run, ledger))
+        class Stages(Progress):
+            """At each stage boundary: stop on a signal or a spent budget, else log."""
+
+            def stage(self, round_no: int, what: str, total: int | None = None) -> None:
+                nonlocal last_round
+                last_round = round_no
+                ledger.end_stage()
+                where = f"round {round_no}: {what}" if round_no else what
+                if stop.is_set():
+                    raise StopRequested(f"stopped by a signal before {where}")
+                if (reached := ledger.over()) is not None:
+                    raise BudgetExceeded(f"{reached}; stopped before {where}")
+                ledger.begin_stage(round_no, what)
+                log(f"{where} (so far: {ledger.tokens} tokens, ${ledger.cost_usd:.4f}, "
+                    f"{ledger.seconds:.0f} s)")
+                jobs.save_run(_spent(run, ledger))
 
         outcome, reason, rounds = "failed", "", 0
         try:
             config = job_config(home, job.improve)
             counted = metered(models or build_models(config), ledger)
             report = asyncio.run(improve(config, load_suites(job.improve), models=counted,
-                                         on_stage=on_stage))
+                                         progress=Stages()))
             outcome, rounds = "done", len(report.rounds)
         except BudgetExceeded as exc:
             outcome, reason = "budget", str(exc)

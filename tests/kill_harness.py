@@ -159,7 +159,7 @@ def tiny_improve(work: Path, tiny: Path, *, train: int = 16, holdout: int = 8) -
         f'[models]\ngenerator = "local/{tiny}"\ncritic = "local/{tiny}"\nhint = "local/{tiny}"\n'
         '[loop]\nmax_attempts = 1\nreply_max_tokens = 8\nreference_hint = "answer"\n'
         "[run]\nconcurrency = 4\n[distill.train]\nmax_steps = 2\nbatch_size = 4\n"
-        "[improve]\nmargin = 0.0\n")
+        "[improve]\nmargin = 0.0\nconfidence = 0.0\ncollect = \"reference\"\n")
 
     def rows(prefix: str, n: int, offset: int) -> list[dict]:
         return [{"id": f"{prefix}{i}", "prompt": f"What is {i + offset} + 7?", "family": "add",

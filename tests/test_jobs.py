@@ -32,8 +32,8 @@ from tests.test_improve import add_task, mul_task, roles, student
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-STAGES = ["evaluating", "collecting", "distilling", "evaluating", "collecting", "distilling",
-          "evaluating"]
+STAGES = ["evaluating", "collecting", "distilling", "evaluating", "measuring", "collecting",
+          "distilling", "evaluating", "measuring"]
 """The first word of each stage improve announces, in order, for two rounds."""
 
 
@@ -45,7 +45,7 @@ def job_files(tmp_path_factory, tiny_base) -> Path:
         f'[models]\ngenerator = "local/{tiny_base}"\n'
         "[loop]\nmax_attempts = 2\nmax_resamples = 0\n"
         "[distill.train]\nmax_steps = 3\nbatch_size = 4\nlearning_rate = 0.005\nlogging_steps = 1\n"
-        "[improve]\nrounds = 2\nmargin = 0.1\ntolerance = 0.0\n")
+        "[improve]\nrounds = 2\nmargin = 0.1\ntolerance = 0.0\ncollect = \"reference\"\nconfidence = 0.9\n")
     for name, tasks in [("train", [add_task(i) for i in range(6)]),
                         ("holdout", [add_task(i) for i in range(20, 24)]),
                         ("retention", [mul_task(i) for i in range(3)])]:
@@ -82,7 +82,7 @@ def test_a_finished_run_is_recorded_with_its_figures_and_every_token(finished):
     config, done = finished
     assert (done.outcome, done.reason, done.rounds) == ("done", "", 2)
     assert [s.stage.split()[0] for s in done.stages] == STAGES
-    assert [s.round for s in done.stages] == [0, 1, 1, 1, 2, 2, 2]
+    assert [s.round for s in done.stages] == [0, 1, 1, 1, 1, 2, 2, 2, 2]
     first, second = done.adapters
     assert (first.adapter, first.holdout_before, first.holdout_after, first.promoted) == ("a0001", 0.0, 1.0, True)
     assert (first.retention_before, first.retention_after) == (1.0, 1.0)
@@ -124,11 +124,13 @@ def test_a_run_over_its_token_budget_stops_at_a_stage_boundary_without_promoting
 
 def test_a_budget_reached_in_round_two_keeps_round_ones_promotion_whole(finished, job_files, tmp_path):
     _, unlimited = finished
-    budget = sum(s.tokens for s in unlimited.stages[:4])  # up to a0001's evaluation
+    # Up to a0001's evaluation, plus one token: the drift measurement (no tokens) and
+    # the gate still run, round 2's collection starts, and the run stops after it.
+    budget = sum(s.tokens for s in unlimited.stages[:4]) + 1
     config = new_job(job_files, tmp_path / "home", max_tokens=budget)
     stopped = run(config)
     assert (stopped.outcome, stopped.rounds, stopped.promoted) == ("budget", 1, ["a0001"])
-    assert stopped.reason.endswith(f"stopped before round 2: {unlimited.stages[4].stage}")
+    assert stopped.reason.endswith(f"stopped before round 2: {unlimited.stages[6].stage}")
     # The promotion happened right after its gate decision, inside round 1: the champion
     # carries the decision that promoted it, and round 2 trained nothing.
     [champion] = AdapterRegistry(config.home).list()
@@ -218,7 +220,7 @@ def test_the_report_draws_the_recorded_values(finished, tmp_path):
     tokens_ax, minutes_ax = drawn["spend"].axes
     assert [b.get_height() for b in tokens_ax.containers[0]] == [done.tokens]
     by_kind = {c.get_label(): c[0].get_height() for c in minutes_ax.containers}
-    assert set(by_kind) == {"collecting", "distilling", "evaluating"}
+    assert set(by_kind) == {"collecting", "distilling", "evaluating", "measuring"}
     assert by_kind["distilling"] == pytest.approx(sum(s.seconds for s in done.stages
                                                       if s.stage == "distilling") / 60)
 

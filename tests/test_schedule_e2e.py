@@ -30,6 +30,8 @@ batch_size = 4
 [improve]
 margin = 0.0
 tolerance = 0.5
+confidence = 0.0
+collect = "reference"
 """
 
 
