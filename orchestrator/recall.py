@@ -11,7 +11,9 @@ caller hands in the prompt hashes of every evaluation task it knows of).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Collection, Iterable
+from contextlib import ExitStack
 
 from pydantic import BaseModel
 
@@ -22,8 +24,11 @@ from memory.embed import embed
 from memory.harvest import case_from, lesson_from
 from memory.retrieval import Query, RetrievalRule, retrieve
 from orchestrator.config import Config
-from orchestrator.memory_ops import open_bank
+from orchestrator.lock import LockBusy
+from orchestrator.memory_ops import bank_session
 from orchestrator.state import Recall
+
+log = logging.getLogger("selftaught.memory")
 
 
 class MemoryFigures(BaseModel):
@@ -51,9 +56,11 @@ class MemorySession:
     called with each trajectory after the trajectory store has it."""
 
     def __init__(self, bank: MemoryBank, config: Config, *, learn: bool,
-                 exclude: Collection[str] = ()) -> None:
+                 exclude: Collection[str] = (), opened: ExitStack | None = None) -> None:
         settings = config.memory
         self.bank = bank
+        self._opened = opened or ExitStack()
+        """What closing the session releases (the bank and its lock)."""
         self.learning = learn
         self.rule = RetrievalRule(cases_k=settings.cases_k, lessons_k=settings.lessons_k,
                                   min_similarity=settings.min_similarity,
@@ -125,12 +132,21 @@ class MemorySession:
             lessons_refused=self.refused, repaired=self.bank.repaired)
 
     def close(self) -> None:
-        self.bank.close()
+        self._opened.close()
 
 
 def open_memory(config: Config, *, learn: bool, exclude: Collection[str] = ()) -> MemorySession | None:
-    """A session on the data directory's memory, or None when ``run.memory`` is off.
+    """A session on the data directory's memory, or None when ``run.memory`` is off, or
+    when another process has the local index open: then a warning says the caller goes
+    without memory (neither retrieving nor storing) rather than fail or wait.
     ``exclude``: prompt hashes of evaluation tasks, never retrieved from."""
     if not config.run.memory:
         return None
-    return MemorySession(open_bank(config), config, learn=learn, exclude=exclude)
+    opened = ExitStack()
+    try:
+        bank = opened.enter_context(bank_session(config))
+    except LockBusy as exc:
+        log.warning("%s This %s goes without memory: it neither retrieves nor stores, and what "
+                    "it records is not learned from.", exc, "run" if learn else "evaluation")
+        return None
+    return MemorySession(bank, config, learn=learn, exclude=exclude, opened=opened)

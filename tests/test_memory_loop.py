@@ -17,7 +17,7 @@ from memory.export import trajectory_to_line
 from memory.store import open_store
 from orchestrator.config import Config, LoopConfig, RunConfig, with_overrides
 from orchestrator.evaluate import evaluate
-from orchestrator.memory_ops import open_bank
+from orchestrator.memory_ops import bank_session
 from orchestrator.recall import open_memory
 from orchestrator.runner import RoleModels, execute_run
 
@@ -86,7 +86,7 @@ async def test_a_run_learns_from_a_task_and_a_later_similar_task_retrieves_it(tm
     figures = summary.memory
     assert (figures.with_memory, figures.with_memory_solved_at_1, figures.without_memory) == (1, 1, 1)
     assert (figures.cases_learned, figures.lessons_learned) == (2, 1)
-    with open_bank(config) as bank:
+    with bank_session(config) as bank:
         assert bank.worth(case_id).uses == 1 and bank.worth(case_id).wins == 1
         assert bank.counts()["trajectories_logged"] == 2
 
@@ -94,7 +94,7 @@ async def test_a_run_learns_from_a_task_and_a_later_similar_task_retrieves_it(tm
 async def test_memory_off_retrieves_nothing_and_stores_nothing(tmp_path):
     config = _config(tmp_path)
     await _run(config, [_task(1, 12, 7)], _student(), "r1")
-    with open_bank(config) as bank:
+    with bank_session(config) as bank:
         before = bank.counts()
 
     off = with_overrides(config, {"run.memory": False})  # what --no-memory sets
@@ -105,14 +105,14 @@ async def test_memory_off_retrieves_nothing_and_stores_nothing(tmp_path):
     assert all(t.retrieved == [] for t in stored.values())
     assert all(call.messages[:2] == evaluation_messages(_task(2, 15, 4)) or
                call.messages[:2] == evaluation_messages(_task(3, 12, 8)) for call in generator.calls)
-    with open_bank(config) as bank:
+    with bank_session(config) as bank:
         assert bank.counts() == before
 
 
 async def test_eval_uses_memory_only_when_asked_and_never_writes_it(tmp_path):
     config = _config(tmp_path)
     await _run(config, [_task(1, 12, 7)], _student(), "r1")
-    with open_bank(config) as bank:
+    with bank_session(config) as bank:
         before = bank.counts()
     tasks = [_task(7, 13, 6)]
     plain = await evaluate(config, tasks, spec="held", adapter="none", models=_roles(_student()))
@@ -125,7 +125,7 @@ async def test_eval_uses_memory_only_when_asked_and_never_writes_it(tmp_path):
     with open_store(config.home, "evals.db") as evals:
         by_run = {t.run_id: t for t in evals.trajectories()}
     assert by_run[plain.run_id].retrieved == [] and len(by_run[with_memory.run_id].retrieved) == 2
-    with open_bank(config) as bank:
+    with bank_session(config) as bank:
         assert bank.counts() == before
 
 
@@ -137,7 +137,7 @@ async def test_a_run_killed_before_learning_catches_up_when_resumed(tmp_path):
         store.create_run(run)
         await execute_run(config, [task], store, run, models=_roles(_student()))
         assert store.count("r1") == 1
-    with open_bank(config) as bank:
+    with bank_session(config) as bank:
         assert bank.counts()["cases"] == {}
     summary, stored = await _run_resumed(config, [task, _task(2, 15, 4)])
     assert summary.memory.cases_learned == 2 and summary.memory.with_memory == 1

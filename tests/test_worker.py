@@ -70,7 +70,7 @@ def test_a_worker_runs_jobs_alone_and_a_killed_worker_leaves_everything_consiste
         done = wait_for(lambda: [r for r in runs(home) if r.outcome == "done"], "a finished job run")
         assert done[0].rounds == 1 and done[0].cause == "schedule" and done[0].pid == first.pid
         assert done[0].adapters[0].adapter == "a0001" and Path(done[0].log).is_file()
-        assert done[0].tokens > 0 and [s.round for s in done[0].stages] == [0, 1, 1, 1]
+        assert done[0].tokens > 0 and [s.round for s in done[0].stages] == [0, 1, 1, 1, 1]
 
         second = cli("worker", cwd=tmp_path, timeout_s=120)
         assert second.returncode == 1
