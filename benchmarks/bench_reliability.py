@@ -2,7 +2,8 @@
 scale. Every check drives the real ``selftaught`` command in subprocesses.
 
     uv run python benchmarks/bench_reliability.py [--only faults,kill-run,kill-improve,
-        corruption,concurrency,scale] [--points 20] [--seed 15] [--out results.json]
+        kill-session,kill-worker,corruption,concurrency,scale] [--points 20] [--seed 15]
+        [--out results.json]
 
 * faults: a loopback OpenAI-compatible server (tests/fake_provider.py) injects 429, 500,
   timeouts, truncated bodies, invalid JSON and resets at random into a 40-task run; then
@@ -12,6 +13,13 @@ scale. Every check drives the real ``selftaught`` command in subprocesses.
 * kill-improve: ``improve`` with a tiny local model (tests' ``build_tiny_base``) killed at
   random points in collection, training and evaluation, and inside the registry's writes
   (promotion) through the kill-on-replace hook; each followed by a rerun.
+* kill-session: a scripted ``session`` (fake server, 10 tasks, memory on) killed with
+  SIGKILL a random delay after a random task starts (or while it loads), each followed
+  by ``session --resume`` with the rest of the script (the lines for tasks not yet
+  recorded).
+* kill-worker: a ``worker`` running a scheduled tiny ``improve`` job (as kill-improve)
+  killed at random points in each stage and inside the registry's writes; each followed
+  by the next worker, which records the dead job run and runs the job to the end.
 * corruption: garbled pages, a garbage / truncated / empty file, a bad row, a deleted
   champion: what ``run`` says at start and what ``doctor --repair`` recovers.
 * concurrency: two ``run``s on one data directory, and a ``run`` during ``improve``.
@@ -39,7 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.fake_provider import FakeOpenAI  # noqa: E402
-from tests.kill_harness import (kill_on_replace_env, lost, registry_problems, run_to_end,  # noqa: E402
+from tests.kill_harness import (JOB, add_worker_job, job_runs, kill_on_replace_env,  # noqa: E402
+                                lost, registry_problems, rest_of_script, run_to_end,
+                                run_worker_until_done, session_files, session_id,
                                 start_and_kill, store_rows, tiny_improve)
 from tests.support import SELFTAUGHT, build_tiny_base, jsonl  # noqa: E402
 
@@ -230,6 +240,132 @@ def bench_kill_improve(work: Path, rng: random.Random, points: int) -> dict:
     return {"stage_seconds": stage_s, "points": rows}
 
 
+# -- kill session ------------------------------------------------------------------------
+
+
+def bench_kill_session(work: Path, rng: random.Random, points: int) -> dict:
+    n = 10
+    rows = []
+    with FakeOpenAI(delay_s=0.2) as server:
+        def setup(where: Path) -> tuple[list[str], list[dict], dict]:
+            where.mkdir()
+            tasks, lines = session_files(where, n)
+            env = {"SELFTAUGHT_HOME": str(where / "home"), "OPENAI_API_KEY": KEY,
+                   "OPENAI_BASE_URL": server.base_url}
+            script = jsonl(where / "script.jsonl", lines)
+            return ["session", str(tasks), "--script", str(script)], lines, env
+
+        for point in range(points):
+            where = work / f"p{point}"
+            args, lines, env = setup(where)
+            db = where / "home" / "selftaught.db"
+            # A random task's start (or the session's, while the memory loads), then a
+            # random delay: a failing task takes ~1.5 s (generate, critique, hint, ask,
+            # generate again, record), a passing one ~0.4 s.
+            task = rng.randrange(-1, n)
+            stage = "session " if task < 0 else f"task q{task} ("
+            delay = rng.uniform(0.0, 3.0 if task < 0 else 2.0)
+            killed = start_and_kill(args, cwd=where, env=env, stage=stage, delay_s=delay)
+            before = store_rows(db)
+            sid = session_id(killed.stdout)
+            listed = json.loads(run_to_end(["runs", "list", "--json"], cwd=where, env=env).stdout)["runs"]
+            status = next((r["status"] for r in listed if r["run_id"] == sid), None)
+            recorded = {t for run, t in before if run == sid}
+            rest = jsonl(where / "rest.jsonl", rest_of_script(lines, recorded))
+            resumed = run_to_end(["session", "--resume", str(sid), "--script", str(rest)],
+                                 cwd=where, env=env)
+            after = store_rows(db)
+            listed = json.loads(run_to_end(["runs", "list", "--json"], cwd=where, env=env).stdout)["runs"]
+            shown = [line.strip(" ─") for line in killed.stdout.splitlines() if line.strip(" ─")]
+            rows.append({"point": point, "where": f"{stage.strip()} +{delay:.1f}s",
+                         "killed": killed.killed, "last_shown": shown[-1][:60] if shown else None,
+                         "recorded_at_kill": len(recorded), "status_after_kill": status,
+                         "lost": lost(before, after),
+                         "duplicated": len(after) - len(set(after.values())),
+                         "resume_exit": resumed.returncode,
+                         "resume_finished": f"session {sid} finished" in " ".join(resumed.stdout.split()),
+                         "recorded_after": sum(1 for run, _ in after if run == sid),
+                         "status_after_resume": next((r["status"] for r in listed if r["run_id"] == sid), None),
+                         "memory_unlogged": _unlogged(where / "home", after.values())})
+            log("kill-session:", rows[-1])
+    return {"tasks": n, "points": rows}
+
+
+def _unlogged(home: Path, trajectory_ids) -> int:
+    """Stored trajectories whose outcome the vector memory never logged (learned from)."""
+    with sqlite3.connect(f"file:{home / 'memory.db'}?mode=ro", uri=True) as conn:
+        logged = {r[0] for r in conn.execute("SELECT trajectory_id FROM outcomes")}
+    return sum(1 for tid in trajectory_ids if tid not in logged)
+
+
+# -- kill worker -------------------------------------------------------------------------
+
+
+def bench_kill_worker(work: Path, rng: random.Random, points: int) -> dict:
+    from orchestrator.evaluate import EVAL_STORE
+
+    tiny = build_tiny_base(work / "tiny")
+    home = work / "home"
+    env = {"SELFTAUGHT_HOME": str(home)}
+    add_worker_job(work, tiny, env)
+    calibration = run_worker_until_done(work, env)
+    done = next(r for r in job_runs(home) if r.outcome == "done")
+    seconds = {(s.round, s.stage.split(" (")[0].split(" a0")[0]): s.seconds for s in done.stages}
+    log("kill-worker: calibration", calibration.returncode, seconds)
+    # Later runs start from the champion the calibration promoted.
+    stages = {"collection": ("round 1: collecting", seconds[(1, "collecting")]),
+              "training": ("round 1: distilling", seconds[(1, "distilling")]),
+              "evaluation": ("round 1: evaluating candidate", seconds[(1, "evaluating candidate")]
+                             + seconds.get((1, "measuring drift from the base model"), 0)),
+              "champion evaluation": ("evaluating the champion", seconds[(0, "evaluating the base model")])}
+    # Promotion: inside the registry's index writes (add=1, set_eval=2, promote=3).
+    writes = [(3, "after"), (1, "before"), (2, "after"), (3, "before"), (1, "after"), (2, "before")]
+    kinds = ["collection", "promotion", "training", "evaluation", "champion evaluation"]
+    plan = [kinds[i % len(kinds)] for i in range(points)]
+    stores = [home / "selftaught.db", home / EVAL_STORE]
+    rows = []
+    for point, stage in enumerate(plan):
+        before = [store_rows(db) for db in stores]
+        earlier = {r.run_id for r in job_runs(home)}
+        if stage == "promotion":
+            n, when = writes[plan[:point].count("promotion") % len(writes)]
+            hook = kill_on_replace_env(work / "hook", "registry.json", n, when)
+            # The hook kills the worker inside the write; if it never came, we do after the run.
+            killed = start_and_kill(["worker"], cwd=work, env={**env, **hook},
+                                    stage=f"job {JOB}: done;", delay_s=0)
+            where = f"registry.json write {n} ({'add set_eval promote'.split()[n - 1]}), {when}"
+        else:
+            line, span = stages[stage]
+            delay = rng.uniform(0.0, max(span, 0.2))
+            killed = start_and_kill(["worker"], cwd=work, env=env, stage=line, delay_s=delay)
+            where = f"{line} +{delay:.1f}s"
+        at_kill = [store_rows(db) for db in stores]
+        problems = registry_problems(home)
+        run = next((r for r in job_runs(home) if r.run_id not in earlier), None)
+        shown = json.loads(run_to_end(["schedule", "show", JOB, "--json"], cwd=work, env=env).stdout)
+        shown_outcome = next((r["outcome"] for r in shown["runs"] if run and r["run_id"] == run.run_id), None)
+        listed = json.loads(run_to_end(["runs", "list", "--json"], cwd=work, env=env).stdout)["runs"]
+        nxt = run_worker_until_done(work, env)
+        after = [store_rows(db) for db in stores]
+        runs = job_runs(home)
+        recorded = next((r for r in runs if run and r.run_id == run.run_id), None)
+        rows.append({"point": point, "stage": stage, "where": where, "killed": killed.killed,
+                     "ended_by_hook": stage == "promotion" and f"job {JOB}: done;" not in killed.stderr,
+                     "last_stage_line": killed.stage,
+                     "job_run_stored_at_kill": run.outcome if run else None,
+                     "job_run_shown_at_kill": shown_outcome,
+                     "runs_listed_running_at_kill": sum(r["status"] == "running" for r in listed),
+                     "registry_problems": problems + registry_problems(home),
+                     "lost": sum(lost(b, k) + lost(k, a) for b, k, a in zip(before, at_kill, after)),
+                     "duplicated": sum(len(a) - len(set(a.values())) for a in after),
+                     "next_worker_exit": nxt.returncode,
+                     "next_run_done": f"job {JOB}: done;" in nxt.stderr,
+                     "job_run_recorded_after": recorded.outcome if recorded else None,
+                     "job_runs_left_running": sum(r.outcome == "running" for r in runs)})
+        log("kill-worker:", rows[-1])
+    return {"stage_seconds": {k: v[1] for k, v in stages.items()}, "points": rows}
+
+
 # -- corruption --------------------------------------------------------------------------
 
 
@@ -400,7 +536,8 @@ def bench_scale(work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="faults,kill-run,kill-improve,corruption,concurrency,scale")
+    parser.add_argument("--only", default="faults,kill-run,kill-improve,kill-session,kill-worker,"
+                        "corruption,concurrency,scale")
     parser.add_argument("--points", type=int, default=20)
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--out", type=Path, default=Path("reliability.json"))
@@ -420,6 +557,10 @@ def main() -> None:
                 results[name] = bench_kill_run(where, rng, args.points)
             elif name == "kill-improve":
                 results[name] = bench_kill_improve(where, rng, args.points)
+            elif name == "kill-session":
+                results[name] = bench_kill_session(where, rng, args.points)
+            elif name == "kill-worker":
+                results[name] = bench_kill_worker(where, rng, args.points)
             elif name == "corruption":
                 results[name] = bench_corruption(where, rng)
             elif name == "concurrency":

@@ -11,7 +11,8 @@ improve's collection runs; sessions and scheduled jobs can do the same):
   refreshes ``heartbeat_at`` every :data:`HEARTBEAT_S` seconds until the run ends.
 * :func:`shown_status` is what a listing shows: a ``running`` record whose process is
   gone (same host: no such pid) or silent (no heartbeat for :data:`STALE_AFTER_S`) is
-  ``interrupted``, so a kill -9 never leaves a run "running" forever.
+  ``interrupted``, so a kill -9 never leaves a run "running" forever;
+  :func:`shown_job_run` does the same for a scheduled job's run (by its pid).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from core.errors import ConfigError, SelftaughtError, StoreError
 from core.records import RunRecord, RunStatus
 from memory import damage
+from memory.jobs import JobRun
 from memory.store import DB_FILENAME, TrajectoryStore
 
 HEARTBEAT_S = 10.0
@@ -72,6 +74,15 @@ def is_live(run: RunRecord, *, now: datetime | None = None) -> bool:
 def shown_status(run: RunRecord) -> RunStatus:
     """The status to show: ``interrupted`` for a ``running`` record nobody works on."""
     return "interrupted" if run.status == "running" and not is_live(run) else run.status
+
+
+def shown_job_run(run: JobRun) -> JobRun:
+    """A scheduled job's run as a listing shows it: one left ``running`` by a process
+    that is gone (kill -9, a crash) is ``interrupted``, as the next job run records it."""
+    if run.outcome != "running" or process_alive(run.pid):
+        return run
+    return run.model_copy(update={"outcome": "interrupted",
+                                  "reason": f"the process running it (pid {run.pid}) died"})
 
 
 def refuse_if_live(run: RunRecord) -> None:

@@ -29,6 +29,7 @@ from finetune.registry import AdapterManifest, AdapterRegistry
 from memory.jobs import AdapterResult, JobRun, open_jobs
 from memory.store import open_store
 from orchestrator.config import Config
+from orchestrator.lifecycle import shown_job_run
 
 MEMORY_ITEMS = 15
 """The memory panel shows the items retrieved most often."""
@@ -133,7 +134,7 @@ def gather(config: Config) -> Report:
         trajectories = store.trajectories()
         runs = [_run_row(store, r) for r in store.list_runs()]
     with open_jobs(config.home) as jobs:
-        job_runs = jobs.runs()
+        job_runs = [shown_job_run(r) for r in jobs.runs()]
     return Report(
         home=str(config.home), champion=champion,
         holdout=pass_chart(manifests, "holdout", champion),

@@ -45,6 +45,7 @@ from memory.store import open_store
 from orchestrator.config import (
     CONFIG_FILE_NAME, IMPROVE_OPTIONS, Config, ScheduleConfig, load_config, with_overrides,
 )
+from orchestrator.lifecycle import shown_job_run
 
 if TYPE_CHECKING:
     from orchestrator.improve import Suites
@@ -250,7 +251,7 @@ def list_jobs(config: Config) -> list[JobStatus]:
 
 def show_job(config: Config, name: str) -> JobDetail:
     with open_jobs(config.home) as jobs:
-        job, runs = jobs.get_job(name), jobs.runs(name)
+        job, runs = jobs.get_job(name), [shown_job_run(r) for r in jobs.runs(name)]
     with scheduler(config) as sched:
         status = _status(config, sched, job)
     return JobDetail(**dict(status), runs=runs)
@@ -265,7 +266,7 @@ def _synced_status(config: Config, name: str) -> JobStatus:
 
 def _status(config: Config, sched: BaseScheduler, job: JobDefinition) -> JobStatus:
     with open_jobs(config.home) as jobs:
-        last = next(iter(jobs.runs(job.name, limit=1)), None)
+        last = next((shown_job_run(r) for r in jobs.runs(job.name, limit=1)), None)
     scheduled = sched.get_job(job.name)
     new = None
     if job.trigger.kind == "after_trajectories":

@@ -13,12 +13,18 @@ Two ways to choose the point:
 
 After a kill, :func:`store_rows` and :func:`registry_problems` read the data directory
 directly (SQLite read-only, the registry's files) to compare before and after.
+
+For sessions, :func:`session_files` writes a scripted session against the fake OpenAI
+server and :func:`rest_of_script` what is left to say on ``--resume``; for the worker,
+:func:`add_worker_job` schedules a tiny improve and :func:`run_worker_until_done` runs
+the next worker until the job has run to the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -73,28 +79,29 @@ class Outcome:
 
 def start_and_kill(args: list[str], *, cwd: Path, env: dict[str, str], stage: str | None,
                    delay_s: float, timeout_s: float = 600) -> Outcome:
-    """Run ``selftaught ARGS``; once ``stage`` appears on its stderr (None: at start),
-    wait ``delay_s`` and SIGKILL it (unless it ended first)."""
-    err_path = cwd / f".stderr-{time.monotonic_ns()}"
-    with err_path.open("w+") as err:
+    """Run ``selftaught ARGS``; once ``stage`` appears on its stderr or stdout (None: at
+    start), wait ``delay_s`` and SIGKILL it (unless it ended first). Both streams go to
+    files, so a chatty process (a session's screen) never blocks on a full pipe."""
+    stamp = time.monotonic_ns()
+    err_path, out_path = cwd / f".stderr-{stamp}", cwd / f".stdout-{stamp}"
+    with err_path.open("w+") as err, out_path.open("w+") as out:
         proc = subprocess.Popen([SELFTAUGHT, *args], cwd=cwd, env={**os.environ, **env},
-                                stdout=subprocess.PIPE, stderr=err, text=True)
+                                stdout=out, stderr=err, text=True)
         deadline = time.monotonic() + timeout_s
         seen_at = time.monotonic() if stage is None else None
         while proc.poll() is None and time.monotonic() < deadline:
             if seen_at is None:
-                err.seek(0)
-                if stage in err.read():
+                if stage in err_path.read_text() or stage in out_path.read_text():
                     seen_at = time.monotonic()
             elif time.monotonic() - seen_at >= delay_s:
                 proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.05)
-        stdout, _ = proc.communicate(timeout=timeout_s)
+        proc.wait(timeout=timeout_s)
         ended = time.monotonic()
-        err.seek(0)
-        text = err.read()
+    text, stdout = err_path.read_text(), out_path.read_text()
     err_path.unlink()
+    out_path.unlink()
     last = _last_stage(text)
     return Outcome(proc.returncode, proc.returncode == -signal.SIGKILL, text, stdout, last,
                    None if seen_at is None else ended - seen_at)
@@ -108,7 +115,8 @@ def run_to_end(args: list[str], *, cwd: Path, env: dict[str, str], timeout_s: fl
 
 
 def _last_stage(text: str) -> str | None:
-    lines = [line for line in text.splitlines() if line.startswith("round ")]
+    """The last ``round N: ...`` line (a worker prefixes its job's lines ``job NAME: ``)."""
+    lines = [m.group(1) for m in re.finditer(r"^(?:job \S+: )?(round \d+: .*)$", text, re.M)]
     return lines[-1] if lines else None
 
 
@@ -169,3 +177,85 @@ def tiny_improve(work: Path, tiny: Path, *, train: int = 16, holdout: int = 8) -
     train_file = jsonl(work / "train.jsonl", rows("tr", train, 0))
     holdout_file = jsonl(work / "holdout.jsonl", rows("ho", holdout, 100))
     return ["improve", str(train_file), "--holdout", str(holdout_file), "--json"]
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+
+def session_files(work: Path, n: int) -> tuple[Path, list[dict]]:
+    """Config, task file and script lines for a scripted ``session`` against the fake
+    OpenAI server (``tests.fake_provider``, which always answers 42; its base URL comes
+    from ``OPENAI_BASE_URL``). Odd tasks pass and are skipped on; even ones fail and get a
+    person's hint, the hint-giver's proposal accepted, or a person's verdict, so every
+    step (generate, verify, critique, hint, ask, record) is in flight at some point."""
+    (work / "selftaught.toml").write_text(
+        '[models]\ngenerator = "openai/fake"\ncritic = "openai/fake"\nhint = "openai/fake"\n'
+        'timeout_s = 5\n[loop]\nhints = "critique"\nmax_attempts = 2\n')
+    tasks = jsonl(work / "tasks.jsonl", [
+        {"id": f"q{i}", "prompt": f"Question {i}: what is 6 * 7?", "answer": 42 if i % 2 else 41}
+        for i in range(n)])
+    even = [lambda t: {"task": t, "hint": "Read the question again."},
+            lambda t: {"task": t, "command": "accept"},
+            lambda t: {"task": t, "verdict": "correct", "reason": "41 is what I meant"}]
+    lines = [{"task": f"q{i}", "command": "skip"} if i % 2 else even[(i // 2) % 3](f"q{i}")
+             for i in range(n)]
+    return tasks, lines
+
+
+def rest_of_script(lines: list[dict], recorded: set[str]) -> list[dict]:
+    """What a person resuming a session still has to say: the lines for tasks not yet
+    recorded (for the task in progress, a line it already took is passed over with a
+    line of help, as a typed one would be)."""
+    return [line for line in lines if line["task"] not in recorded]
+
+
+def session_id(stdout: str) -> str | None:
+    """The session id a ``session`` process printed first (None if it got no further)."""
+    found = re.search(r"session (\d{8}-\d{6}-[0-9a-f]+)", stdout)
+    return found.group(1) if found else None
+
+
+# -- the worker -------------------------------------------------------------------------
+
+JOB = "kills"
+
+
+def add_worker_job(work: Path, tiny: Path, env: dict[str, str], *, train: int = 8,
+                   holdout: int = 4) -> None:
+    """``schedule add`` a job running :func:`tiny_improve` every 2 s (a worker that starts
+    runs it at once, and its next run right after the last one ended)."""
+    args = tiny_improve(work, tiny, train=train, holdout=holdout)
+    with (work / "selftaught.toml").open("a") as config:
+        config.write("[schedule]\npoll_seconds = 0.5\n")
+    added = run_to_end(["schedule", "add", JOB, "--every", "2s", "--", *args[1:-1]], cwd=work, env=env)
+    assert added.returncode == 0, added.stderr[-2000:]
+
+
+def run_worker_until_done(cwd: Path, env: dict[str, str], timeout_s: float = 600) -> Outcome:
+    """Start ``selftaught worker``, wait until its job has run to the end (``done``, as
+    its stderr says), then stop it with SIGTERM and wait for it to exit."""
+    err_path = cwd / f".worker-{time.monotonic_ns()}"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen([SELFTAUGHT, "worker"], cwd=cwd, env={**os.environ, **env},
+                                stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while f"job {JOB}: done;" not in err_path.read_text():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=timeout_s)
+        finally:
+            proc.kill()
+    text = err_path.read_text()
+    err_path.unlink()
+    return Outcome(proc.returncode, proc.returncode == -signal.SIGKILL, text, "", _last_stage(text))
+
+
+def job_runs(home: Path) -> list:
+    """The job's runs as stored (newest first)."""
+    from memory.jobs import open_jobs
+
+    with open_jobs(home) as jobs:
+        return jobs.runs(JOB)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -110,6 +111,33 @@ def test_the_job_store_keeps_jobs_and_runs_and_closes_stale_runs(tmp_path):
         with pytest.raises(ConfigError, match="no job named 'j'"):
             store.get_job("j")
         assert len(store.runs("j")) == 2  # runs outlive their job, for the report
+
+
+def test_a_run_whose_process_died_is_shown_interrupted_before_anyone_records_it(tmp_path):
+    import subprocess
+    import sys
+
+    from orchestrator.lifecycle import shown_job_run
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    dead = JobRun(run_id="r0", job="j", cause="schedule", pid=int(gone))
+    shown = shown_job_run(dead)
+    assert (shown.outcome, shown.reason) == ("interrupted", f"the process running it (pid {gone}) died")
+    live = dead.model_copy(update={"pid": os.getpid()})
+    assert shown_job_run(live).outcome == "running"
+    finished = dead.model_copy(update={"outcome": "done"})
+    assert shown_job_run(finished) == finished
+    # What `schedule show` and `schedule list` give for it; the store keeps `running` until
+    # the next job run (holding the job lock) records it.
+    with JobStore(tmp_path / "home" / "schedule.db") as store:
+        store.add_job(job(Trigger(kind="every", text="1h")))
+        store.save_run(dead)
+    config = Config(home=tmp_path / "home")
+    assert [r.outcome for r in show_job(config, "j").runs] == ["interrupted"]
+    assert list_jobs(config)[0].last_run.outcome == "interrupted"
+    with JobStore(tmp_path / "home" / "schedule.db") as store:
+        assert store.runs("j")[0].outcome == "running"
 
 
 def test_every_improve_option_is_scheduled_or_refused_on_purpose():
