@@ -8,7 +8,7 @@ scale. Every check drives the real ``selftaught`` command in subprocesses.
 * faults: a loopback OpenAI-compatible server (tests/fake_provider.py) injects 429, 500,
   timeouts, truncated bodies, invalid JSON and resets at random into a 40-task run; then
   the server goes down for a second run, which is resumed once it is back.
-* kill-run: ``run`` (fake server, 30 tasks, 2 attempts) killed with SIGKILL at random
+* kill-run: ``run`` (fake server, 40 tasks, 2 attempts) killed with SIGKILL at random
   points, each followed by ``run --resume``.
 * kill-improve: ``improve`` with a tiny local model (tests' ``build_tiny_base``) killed at
   random points in collection, training and evaluation, and inside the registry's writes
