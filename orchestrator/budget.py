@@ -27,10 +27,6 @@ class BudgetExceeded(Exception):
     """A job run reached its budget; raised at a stage boundary, so nothing is half done."""
 
 
-class StopRequested(Exception):
-    """A signal asked the job run to stop; raised at a stage boundary."""
-
-
 class Ledger:
     """Thread-safe totals of one run: calls, tokens, cost, and seconds per stage."""
 

@@ -30,10 +30,10 @@ from core.secrets import scrub_secrets, secret_scrubber
 from finetune.registry import AdapterRegistry
 from memory.jobs import JobDefinition, JobRun, JobStore, RunCause, open_jobs
 from memory.store import open_store
-from orchestrator.budget import BudgetExceeded, Ledger, StopRequested, metered
+from orchestrator.budget import BudgetExceeded, Ledger, metered
 from orchestrator.config import Config
 from orchestrator.improve import Progress, improve
-from orchestrator.lock import JOB_LOCK, hold
+from orchestrator.lock import JOB_LOCK, StopRequested, hold
 from orchestrator.report import adapter_result
 from orchestrator.runner import RoleModels, build_models, new_run_id
 from orchestrator.schedule import job_config, load_suites

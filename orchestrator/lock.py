@@ -16,12 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.errors import SelftaughtError
-from orchestrator.budget import StopRequested
 
 WORKER_LOCK = "worker.lock"
 """Held by ``selftaught worker`` for its whole life: one worker per data directory."""
 JOB_LOCK = "job.lock"
 """Held while a job runs (in a worker or ``schedule run``): jobs never overlap."""
+
+
+class StopRequested(Exception):
+    """A signal asked a job run (or a wait for a lock) to stop; raised at a boundary."""
 
 
 class LockBusy(SelftaughtError):

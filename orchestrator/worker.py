@@ -26,9 +26,8 @@ from apscheduler.events import EVENT_JOB_MISSED
 
 from memory.jobs import JobRun, open_jobs
 from memory.store import open_store
-from orchestrator.budget import StopRequested
 from orchestrator.config import Config
-from orchestrator.lock import JOB_LOCK, WORKER_LOCK, LockBusy, hold
+from orchestrator.lock import JOB_LOCK, WORKER_LOCK, LockBusy, StopRequested, hold
 from orchestrator.schedule import make_scheduler, sync, trajectories_due
 
 if TYPE_CHECKING:
