@@ -280,19 +280,24 @@ def build_rows(
     seed: int = 0,
     completion: Target = "reply",
     max_per_task: int = 1,
+    human_weight: int = 1,
 ) -> list[Row]:
     """Rows for ``method``: SFT rows, DPO pairs, or (``sft+dpo``) SFT rows followed by
-    DPO pairs in one list, which is what ``train_lora(method="sft+dpo")`` reads."""
+    DPO pairs in one list, which is what ``train_lora(method="sft+dpo")`` reads. Each
+    row labelled ``human`` appears ``human_weight`` times (after the caps)."""
     trajectories = list(trajectories)
     kwargs = {"eval_hashes": eval_hashes, "max_per_family": max_per_family, "seed": seed,
               "completion": completion, "max_per_task": max_per_task}
     if method == "sft":
-        return sft_rows(trajectories, **kwargs)
-    if method == "dpo":
-        return dpo_rows(trajectories, **kwargs)
-    if method == "sft+dpo":
-        return sft_rows(trajectories, **kwargs) + dpo_rows(trajectories, **kwargs)
-    raise ConfigError(f"unknown distillation method {method!r}: use sft, dpo or sft+dpo")
+        rows = sft_rows(trajectories, **kwargs)
+    elif method == "dpo":
+        rows = dpo_rows(trajectories, **kwargs)
+    elif method == "sft+dpo":
+        rows = sft_rows(trajectories, **kwargs) + dpo_rows(trajectories, **kwargs)
+    else:
+        raise ConfigError(f"unknown distillation method {method!r}: use sft, dpo or sft+dpo")
+    return [copy for row in rows
+            for copy in [row] * (human_weight if row.get("label") == "human" else 1)]
 
 
 def _rejected_text(task: Task, attempt: Attempt, reasoning: bool) -> str:

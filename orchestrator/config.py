@@ -125,6 +125,9 @@ class DistillConfig(_Section):
     max_per_task: int = Field(2, ge=1, le=64)
     """At most this many training examples per task, each a different verified reply
     (``samples`` collection finds several per task; other collections one)."""
+    human_weight: int = Field(2, ge=1, le=10)
+    """Times each example labelled ``human`` (a reply after a person's hint in a session)
+    appears in the training data: a person's hint is the strongest feedback the loop gets."""
 
 
 class ImproveConfig(_Section):

@@ -89,7 +89,8 @@ def distill(
     settings = {"eval_hashes": prompt_hashes(exclude), "seed": config.distill.train.seed,
                 "max_per_family": config.distill.max_per_family}
     rows = build_rows(trajectories, method, completion=config.distill.completion,
-                      max_per_task=config.distill.max_per_task, **settings)
+                      max_per_task=config.distill.max_per_task,
+                      human_weight=config.distill.human_weight, **settings)
     gold = list(gold)
     if gold and method == "dpo":
         raise ConfigError("gold rows are prompt-completion examples, which dpo does not "

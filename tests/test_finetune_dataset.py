@@ -333,3 +333,13 @@ def test_manifests_count_rows_per_label(tmp_path):
     old = json.loads(manifest.model_dump_json())
     del old["counts_per_label"]
     assert DatasetManifest.model_validate(old).counts_per_label == {}
+
+
+def test_rows_after_a_persons_hint_count_human_weight_times():
+    person = Hint(text="Count on from 2.", source="person", author="ada", policy="session")
+    by_person = trajectory(with_reference(2), [attempt(1, "Answer: 9", "9", FAIL, hint=person),
+                                               attempt(2, "2 + 3 = 5\nAnswer: 5", "5", PASS)])
+    rows = build_rows([by_person, hinted(1)], "sft", human_weight=3)
+    assert [row["label"] for row in rows].count("human") == 3
+    assert [row["label"] for row in rows].count("self") == 1
+    assert [row["label"] for row in build_rows([by_person], "sft")] == ["human"]
