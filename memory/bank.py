@@ -170,19 +170,25 @@ class MemoryBank:
         """Store ``case`` and index it; False (nothing written) when a case from the same
         trajectory, or with the same prompt and reply, is already stored."""
         key = f"{case.prompt_hash}:{hashlib.sha256(case.reply.encode()).hexdigest()[:16]}"
-        if self._read("SELECT 1 FROM entries WHERE trajectory_id = ? AND collection = 'cases'"
-                      " UNION ALL SELECT 1 FROM items WHERE key = ?", (case.trajectory_id, key)):
-            return False
-        [vector] = self._embed([case.prompt])
-        entry = (case.id, case.id, "cases", case.prompt, case.family, case.trajectory_id)
-        with self._write() as conn:
-            conn.execute("INSERT INTO items (id, kind, family, key, created_at, record)"
-                         " VALUES (?, 'case', ?, ?, ?, ?)",
-                         (case.id, case.family, key, case.created_at.isoformat(), case.model_dump_json()))
-            conn.execute("INSERT INTO entries (id, item_id, collection, text, family, trajectory_id)"
-                         " VALUES (?, ?, ?, ?, ?, ?)", entry)
-        self._index([entry], [vector])
-        return True
+        known = ("SELECT 1 FROM entries WHERE trajectory_id = ? AND collection = 'cases'"
+                 " UNION ALL SELECT 1 FROM items WHERE key = ?")
+        # The lock spans check, embedding and write: two threads learning the same reply
+        # to the same prompt (duplicate tasks in a concurrent run) must not both insert.
+        with self._lock:
+            if self._read(known, (case.trajectory_id, key)):
+                return False
+            [vector] = self._embed([case.prompt])
+            entry = (case.id, case.id, "cases", case.prompt, case.family, case.trajectory_id)
+            with self._write() as conn:
+                if conn.execute(known, (case.trajectory_id, key)).fetchall():
+                    return False  # another process stored it meanwhile (a shared server home)
+                conn.execute("INSERT INTO items (id, kind, family, key, created_at, record)"
+                             " VALUES (?, 'case', ?, ?, ?, ?)",
+                             (case.id, case.family, key, case.created_at.isoformat(), case.model_dump_json()))
+                conn.execute("INSERT INTO entries (id, item_id, collection, text, family, trajectory_id)"
+                             " VALUES (?, ?, ?, ?, ?, ?)", entry)
+            self._index([entry], [vector])
+            return True
 
     def add_lesson(self, text: str, origin: LessonOrigin, *, source: LessonSource, author: str,
                    answers: Iterable[str]) -> LessonResult:
@@ -194,28 +200,31 @@ class MemoryBank:
         reason = leak_reason(text, answers)
         if reason:
             return LessonResult("refused", reason=f"lesson {text!r} refused: {reason}")
-        known = self._read("SELECT item_id FROM entries WHERE trajectory_id = ? AND collection = 'lessons'",
-                           (origin.trajectory_id,))
-        if known:
-            return LessonResult("known", lesson=self.get(known[0][0]))
-        text_vector, prompt_vector = self._embed([text, origin.prompt])
-        near = self.index.query("lesson_texts", text_vector, 1)
-        if near and near[0][1] >= self.merge_similarity:
-            lesson = self.get(near[0][0].split(":")[0])
-            if isinstance(lesson, Lesson):
-                return self._merge(lesson, origin, source, prompt_vector)
-        lesson_id = new_id("lesson")
-        lesson = Lesson(id=lesson_id, text=text, scope=origin.family, source=source,
-                        author=author, origins=[origin])
-        entries = [(f"{lesson_id}:text", lesson_id, "lesson_texts", text, origin.family, origin.trajectory_id),
-                   (f"{lesson_id}:0", lesson_id, "lessons", origin.prompt, origin.family, origin.trajectory_id)]
-        with self._write() as conn:
-            conn.execute("INSERT INTO items (id, kind, family, created_at, record) VALUES (?, 'lesson', ?, ?, ?)",
-                         (lesson_id, lesson.scope, lesson.created_at.isoformat(), lesson.model_dump_json()))
-            conn.executemany("INSERT INTO entries (id, item_id, collection, text, family, trajectory_id)"
-                             " VALUES (?, ?, ?, ?, ?, ?)", entries)
-        self._index(entries, [text_vector, prompt_vector])
-        return LessonResult("added", lesson=lesson)
+        # The lock spans lookup, merge and write: concurrent lessons that merge into one
+        # stored lesson must each add their origin, not overwrite one another's.
+        with self._lock:
+            known = self._read("SELECT item_id FROM entries WHERE trajectory_id = ? AND collection = 'lessons'",
+                               (origin.trajectory_id,))
+            if known:
+                return LessonResult("known", lesson=self.get(known[0][0]))
+            text_vector, prompt_vector = self._embed([text, origin.prompt])
+            near = self.index.query("lesson_texts", text_vector, 1)
+            if near and near[0][1] >= self.merge_similarity:
+                lesson = self.get(near[0][0].split(":")[0])
+                if isinstance(lesson, Lesson):
+                    return self._merge(lesson, origin, source, prompt_vector)
+            lesson_id = new_id("lesson")
+            lesson = Lesson(id=lesson_id, text=text, scope=origin.family, source=source,
+                            author=author, origins=[origin])
+            entries = [(f"{lesson_id}:text", lesson_id, "lesson_texts", text, origin.family, origin.trajectory_id),
+                       (f"{lesson_id}:0", lesson_id, "lessons", origin.prompt, origin.family, origin.trajectory_id)]
+            with self._write() as conn:
+                conn.execute("INSERT INTO items (id, kind, family, created_at, record) VALUES (?, 'lesson', ?, ?, ?)",
+                             (lesson_id, lesson.scope, lesson.created_at.isoformat(), lesson.model_dump_json()))
+                conn.executemany("INSERT INTO entries (id, item_id, collection, text, family, trajectory_id)"
+                                 " VALUES (?, ?, ?, ?, ?, ?)", entries)
+            self._index(entries, [text_vector, prompt_vector])
+            return LessonResult("added", lesson=lesson)
 
     def _merge(self, lesson: Lesson, origin: LessonOrigin, source: LessonSource,
                prompt_vector: list[float]) -> LessonResult:

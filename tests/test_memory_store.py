@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,27 @@ def test_reindex_rebuilds_the_same_search_results(memory_config):
         before = [(i.id, round(s, 5)) for i, _, s in bank.nearest("case", vector, 4)]
         assert bank.reindex() == 6
         assert [(i.id, round(s, 5)) for i, _, s in bank.nearest("case", vector, 4)] == before
+
+
+def test_concurrent_learning_of_the_same_case_and_lesson_stores_each_once(tmp_path):
+    """Duplicate tasks learned at once (a concurrent run, one thread each) once raced
+    between the duplicate check and the insert. A slowed real embedder widens that window."""
+    def slow_embed(texts):
+        time.sleep(0.05)
+        return embed(texts)
+
+    def origin(i: int) -> LessonOrigin:
+        return LessonOrigin(trajectory_id=f"t{i}", task_id=f"add/{i}", prompt=ADD.prompt,
+                            prompt_hash=prompt_hash(ADD.prompt), family="default")
+
+    with MemoryBank(tmp_path / "home", embedder=slow_embed) as bank, ThreadPoolExecutor(8) as pool:
+        stored = list(pool.map(lambda i: bank.add_case(_case(ADD, "12 + 7 = 19\nAnswer: 19", f"t{i}")),
+                               range(8)))
+        lessons = list(pool.map(lambda i: bank.add_lesson(
+            "Add the ones digits first, then the tens.", origin(i), source="model", author="m",
+            answers=["19"]), range(8)))
+        assert sorted(stored) == [False] * 7 + [True]
+        assert sorted(r.outcome for r in lessons) == ["added"] + ["merged"] * 7
+        [(lesson, _status)] = bank.items("lesson")
+        assert lesson.count == 8  # no merge overwrote another's origin
+        assert bank.counts()["index_entries"] == 1 + 1 + 8  # one case, the lesson text, 8 prompts
