@@ -170,25 +170,22 @@ class MemoryBank:
         """Store ``case`` and index it; False (nothing written) when a case from the same
         trajectory, or with the same prompt and reply, is already stored."""
         key = f"{case.prompt_hash}:{hashlib.sha256(case.reply.encode()).hexdigest()[:16]}"
-        known = ("SELECT 1 FROM entries WHERE trajectory_id = ? AND collection = 'cases'"
-                 " UNION ALL SELECT 1 FROM items WHERE key = ?")
-        # The lock spans check, embedding and write: two threads learning the same reply
-        # to the same prompt (duplicate tasks in a concurrent run) must not both insert.
-        with self._lock:
-            if self._read(known, (case.trajectory_id, key)):
+        entry = (case.id, case.id, "cases", case.prompt, case.family, case.trajectory_id)
+        # Check and insert in one transaction: two threads (or processes sharing a home)
+        # learning the same reply to the same prompt must not both insert. The entry is
+        # embedded after the write; a failure there leaves it unindexed for repair().
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM entries WHERE trajectory_id = ? AND collection = 'cases'"
+                            " UNION ALL SELECT 1 FROM items WHERE key = ?",
+                            (case.trajectory_id, key)).fetchall():
                 return False
-            [vector] = self._embed([case.prompt])
-            entry = (case.id, case.id, "cases", case.prompt, case.family, case.trajectory_id)
-            with self._write() as conn:
-                if conn.execute(known, (case.trajectory_id, key)).fetchall():
-                    return False  # another process stored it meanwhile (a shared server home)
-                conn.execute("INSERT INTO items (id, kind, family, key, created_at, record)"
-                             " VALUES (?, 'case', ?, ?, ?, ?)",
-                             (case.id, case.family, key, case.created_at.isoformat(), case.model_dump_json()))
-                conn.execute("INSERT INTO entries (id, item_id, collection, text, family, trajectory_id)"
-                             " VALUES (?, ?, ?, ?, ?, ?)", entry)
-            self._index([entry], [vector])
-            return True
+            conn.execute("INSERT INTO items (id, kind, family, key, created_at, record)"
+                         " VALUES (?, 'case', ?, ?, ?, ?)",
+                         (case.id, case.family, key, case.created_at.isoformat(), case.model_dump_json()))
+            conn.execute("INSERT INTO entries (id, item_id, collection, text, family, trajectory_id)"
+                         " VALUES (?, ?, ?, ?, ?, ?)", entry)
+        self._index([entry], self._embed([case.prompt]))
+        return True
 
     def add_lesson(self, text: str, origin: LessonOrigin, *, source: LessonSource, author: str,
                    answers: Iterable[str]) -> LessonResult:
